@@ -1,0 +1,12 @@
+"""The method core: one protocol, one registry, one training loop.
+
+Importing this package registers every built-in method. Nothing here imports
+Ray or MLflow, so methods run and test as plain PyTorch.
+"""
+from methods.protocol import Method, MethodContext, TrainingDiverged, seed_everything
+from methods.registry import METHODS
+
+# Registration side effects: one module per method.
+from methods import finetune as _finetune  # noqa: F401
+
+__all__ = ["METHODS", "Method", "MethodContext", "TrainingDiverged", "seed_everything"]

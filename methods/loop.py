@@ -1,0 +1,53 @@
+"""The one training loop and the one evaluation, shared by every method.
+
+Data is already on the device; batches are drawn by index from a seeded
+permutation, so there is no DataLoader and no Python work per sample. The loss
+is checked for NaN/inf once per epoch (one device sync), not per step.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from methods.protocol import TrainingDiverged
+
+Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def fit(step: Step, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int,
+        generator: torch.Generator) -> dict[str, float]:
+    """Run ``step(xb, yb) -> loss`` over ``epochs`` shuffled passes; return loss figures."""
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError("cannot train on an empty task")
+    first = last = math.nan
+    for epoch in range(epochs):
+        perm = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
+        total = torch.zeros((), device=x.device)
+        batches = 0
+        for idx in perm.split(batch_size):
+            total += step(x[idx], y[idx]).detach()
+            batches += 1
+        last = (total / batches).item()
+        if not math.isfinite(last):
+            raise TrainingDiverged(
+                f"training loss became {last} in epoch {epoch + 1}/{epochs}; "
+                "lower lr (or the method's step-size parameters) and rerun")
+        if epoch == 0:
+            first = last
+    return {"loss_first_epoch": first, "loss_last_epoch": last}
+
+
+@torch.no_grad()
+def accuracy(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 4096) -> float:
+    """Top-1 accuracy in percent of ``predict`` (inputs -> logits)."""
+    if x.shape[0] == 0:
+        return math.nan
+    correct = torch.zeros((), dtype=torch.long, device=x.device)
+    for start in range(0, x.shape[0], batch_size):
+        logits = predict(x[start:start + batch_size])
+        correct += (logits.argmax(dim=1) == y[start:start + batch_size]).sum()
+    return 100.0 * correct.item() / x.shape[0]

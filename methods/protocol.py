@@ -1,0 +1,61 @@
+"""The contract between the orchestrator and every continual-learning method.
+
+A method learns one task at a time and predicts for a given task id. The
+orchestrator never imports a concrete method: it looks one up in METHODS,
+validates its ``Params`` and drives it through these four calls.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from datasets.benchmark import DeviceSplit, Setting
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the trial stops with this message."""
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method may know about the benchmark and where it runs."""
+
+    input_shape: tuple[int, ...]
+    classes_per_task: tuple[int, ...]
+    setting: Setting
+    device: torch.device
+    seed: int
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.classes_per_task)
+
+
+@runtime_checkable
+class Method(Protocol):
+    Params: ClassVar[type[BaseModel]]
+
+    def __init__(self, params: Any, ctx: MethodContext) -> None: ...
+
+    def learn_task(self, task_id: int, data: DeviceSplit) -> dict[str, float]:
+        """Train on one task (its identity, its training split); return scalars to log."""
+
+    def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
+        """Logits for inputs of task ``task_id`` (eval mode, no grad)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue or to predict exactly as now."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so a trial is repeatable."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

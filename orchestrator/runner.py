@@ -1,0 +1,179 @@
+"""Run a study on Ray Tune: embedded local Ray by default, a cluster with --address.
+
+The driver validates, loads the benchmark once and puts it in the object
+store, hands Tune the fixed list of (config x order x seed) trials, and is
+the only writer of results files and MLflow runs (through a Tune callback, as
+trials finish). A failing trial is recorded as failed; the study goes on.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import datasets
+from orchestrator.expand import Config, TrialSpec, expand_configs, expand_trials
+from orchestrator.results import study_dir, write_json, write_trial
+from orchestrator.spec import Study
+from orchestrator.summary import build_summary, format_table, trial_stats
+from orchestrator.trial import record
+
+
+# Tune's JSON logger is kept (its result.json is what Tune's analysis reads);
+# CSV and TensorBoard would only duplicate our records, and TensorBoard warns
+# on list-valued rows.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def build_benchmark(study: Study) -> datasets.Benchmark:
+    entry = datasets.BENCHMARKS.get(study.benchmark.name)
+    return entry.target(study.benchmark_params())
+
+
+def _trainable(config: dict[str, Any], benchmark: datasets.Benchmark) -> None:
+    """Runs inside a Tune worker process."""
+    import torch
+    from ray import tune
+
+    from orchestrator.trial import pick_device, run_trial
+
+    torch.set_num_threads(max(1, int(config["cpu"])))
+    spec = TrialSpec.from_dict(config["trial"])
+    run_trial(spec, benchmark, report=tune.report, device=pick_device(config["gpu"]))
+
+
+def _fmt(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+class StudyRecorder:
+    """Collects each trial's rows and writes its record once it ends (driver side)."""
+
+    def __init__(self, trials: list[TrialSpec], num_tasks: int, out: Path, tracker, stream=sys.stdout):
+        self.specs = {t.trial_id: t for t in trials}
+        self.rows: dict[str, list[dict[str, Any]]] = {t.trial_id: [] for t in trials}
+        self.records: dict[str, dict[str, Any]] = {}
+        self.num_tasks, self.out, self.tracker, self.stream = num_tasks, out, tracker, stream
+        self.started = time.monotonic()
+
+    def on_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        keep = ("position", "task_id", "row", "acc_seen", "train_s", "eval_s")
+        self.rows[trial_id].append({k: v for k, v in result.items() if k in keep or k.startswith("info_")})
+
+    def on_end(self, trial_id: str, error: str | None) -> None:
+        if trial_id in self.records:
+            return
+        rows = self.rows[trial_id]
+        if error is None and len(rows) < self.num_tasks:
+            error = f"trial ended after {len(rows)} of {self.num_tasks} tasks"
+        rec = record(self.specs[trial_id], rows, self.num_tasks,
+                     status="completed" if error is None else "failed", error=error)
+        write_trial(self.out, rec)
+        self.tracker.log_trial(rec, trial_stats(rec))
+        self.records[trial_id] = rec
+        self._progress(rec)
+
+    def _progress(self, rec: dict[str, Any]) -> None:
+        done, total = len(self.records), len(self.specs)
+        failed = sum(r["status"] != "completed" for r in self.records.values())
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / done * (total - done)
+        note = f"  FAILED {rec['trial_id']}: {rec['error'].splitlines()[-1]}" if rec["status"] != "completed" else ""
+        print(f"[{done}/{total} trials{f', {failed} failed' if failed else ''}] elapsed {_fmt(elapsed)}, "
+              f"ETA {_fmt(eta)}{note}", file=self.stream, flush=True)
+
+
+def _tune_callback(recorder: StudyRecorder):
+    from ray import tune
+
+    class Callback(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            recorder.on_result(trial.config["trial"]["trial_id"], result)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            recorder.on_end(trial.config["trial"]["trial_id"], None)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            recorder.on_end(trial.config["trial"]["trial_id"], _error_text(trial))
+
+    return Callback()
+
+
+def _error_text(trial) -> str:
+    try:
+        err = trial.get_error()
+    except Exception:  # noqa: BLE001 - the error file may be gone; say what we know
+        err = None
+    if err is None:
+        return "trial failed (no error recorded by Ray)"
+    cause = getattr(err, "cause", None) or err
+    return f"{type(cause).__name__}: {cause}".strip()
+
+
+def connect(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # "local" forces a fresh embedded instance even if a cluster is reachable.
+    ray.init(address=address or "local", include_dashboard=False, logging_level="warning",
+             configure_logging=True)
+
+
+def run_study(study: Study, address: str | None = None, stream=sys.stdout) -> dict[str, Any]:
+    """Run every trial of ``study``; return the summary (also in results/<study>/summary.json)."""
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    from orchestrator.tracking import StudyTracker
+
+    benchmark = build_benchmark(study)  # a missing dataset fails here, before anything is written
+    configs = expand_configs(study)
+    trials = expand_trials(study, benchmark.default_setting)
+    out = study_dir(study.output_dir, study.name)
+    print(f"study {study.name}: {len(configs)} configs x {len(study.task_orders())} orders x "
+          f"{len(study.seeds)} seeds = {len(trials)} trials on {benchmark.name} "
+          f"({benchmark.num_tasks} tasks)", file=stream, flush=True)
+
+    connect(address)
+    started = time.monotonic()
+    tracker = StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs)
+    recorder = StudyRecorder(trials, benchmark.num_tasks, out, tracker, stream)
+    trainable = tune.with_resources(tune.with_parameters(_trainable, benchmark=benchmark),
+                                    {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search([t.to_dict() for t in trials]),
+                     "cpu": study.resources.cpu, "gpu": study.resources.gpu},
+        tune_config=tune.TuneConfig(reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        run_config=tune.RunConfig(name=study.name, storage_path=str(out / "tune"), verbose=0,
+                                  callbacks=[JsonLoggerCallback(), _tune_callback(recorder)]),
+    )
+    tuner.fit()
+    for t in trials:  # a trial Tune never ran still gets a record
+        recorder.on_end(t.trial_id, "trial did not run")
+    meta = {"benchmark": study.benchmark.model_dump(), "num_tasks": benchmark.num_tasks,
+            "setting": trials[0].setting, "orders": [list(o) for o in study.task_orders()],
+            "seeds": study.seeds, "wall_s": time.monotonic() - started}
+    summary = build_summary(study.name, meta, configs, [recorder.records[t.trial_id] for t in trials])
+    write_json(out / "summary.json", summary)
+    for entry in summary["configs"]:
+        tracker.log_config(entry["config_id"], entry)
+    tracker.finish(summary, failed=summary["trials_failed"] > 0)
+    print(format_table(summary), file=stream)
+    print(f"results: {out}/summary.json   MLflow: {study.tracking.uri} (experiment {study.experiment})",
+          file=stream, flush=True)
+    return summary
+
+
+def _trial_name(trial) -> str:
+    return trial.config["trial"]["trial_id"]
+
+
+def _study_params(study: Study) -> dict[str, Any]:
+    return {"benchmark": study.benchmark.name, "benchmark_params": study.benchmark.params,
+            "orders": study.orders.model_dump(), "seeds": study.seeds, "methods": [m.display for m in study.methods]}

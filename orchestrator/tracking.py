@@ -1,0 +1,82 @@
+"""MLflow records of a study, written only by the driver.
+
+One experiment per study; a study run; under it a run per method config with
+its robustness statistics; under each config run a run per trial with its
+order, seed, per-task metrics and accuracy matrix. Trial runs are written as
+trials finish, so an interrupted study keeps what it finished.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from orchestrator.expand import Config
+from orchestrator.results import clean
+
+_MAX_PARAM = 6000
+
+
+def _params(d: dict[str, Any], prefix: str = "") -> list[Param]:
+    return [Param(f"{prefix}{k}", (v if isinstance(v, str) else json.dumps(v))[:_MAX_PARAM]) for k, v in d.items()]
+
+
+def _metrics(d: dict[str, Any], step: int = 0, prefix: str = "") -> list[Metric]:
+    now = int(time.time() * 1000)
+    return [Metric(f"{prefix}{k}", float(v), now, step) for k, v in d.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+
+
+class StudyTracker:
+    def __init__(self, uri: str, experiment: str, study_name: str, study_params: dict[str, Any],
+                 configs: list[Config]):
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        tags = {"clorch.study": study_name}
+        self.study_run = self._run(study_name, {**tags, "clorch.level": "study"})
+        self.client.log_batch(self.study_run, params=_params(study_params))
+        self.config_runs: dict[str, str] = {}
+        for c in configs:
+            run = self._run(c.config_id, {**tags, "clorch.level": "config", "clorch.config_id": c.config_id,
+                                          "clorch.method": c.method, "mlflow.parentRunId": self.study_run})
+            self.client.log_batch(run, params=_params(c.params) + [Param("method", c.method)])
+            self.config_runs[c.config_id] = run
+        self.study_name = study_name
+
+    def _run(self, name: str, tags: dict[str, str]) -> str:
+        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+
+    def log_trial(self, record: dict[str, Any], stats: dict[str, float] | None) -> str:
+        run = self._run(record["trial_id"], {
+            "clorch.study": self.study_name, "clorch.level": "trial", "clorch.trial_id": record["trial_id"],
+            "clorch.config_id": record["config_id"], "mlflow.parentRunId": self.config_runs[record["config_id"]]})
+        params = {"method": record["method"], "order": record["order"], "order_index": record["order_index"],
+                  "seed": record["seed"], "setting": record["setting"], **record["params"]}
+        metrics: list[Metric] = _metrics(stats or {})
+        for position, row in enumerate(record["matrix"][:record["tasks_done"]]):
+            metrics += _metrics({f"acc_task_{j}": v for j, v in enumerate(row) if v is not None}, step=position)
+        for t in record["timings"]:
+            metrics += _metrics({"train_s": t["train_s"], "eval_s": t["eval_s"]}, step=t["position"])
+        self.client.log_batch(run, metrics=metrics, params=_params(params),
+                              tags=[RunTag("clorch.status", record["status"])])
+        self.client.log_dict(run, clean(record), "trial.json")
+        if record.get("error"):
+            self.client.set_tag(run, "clorch.error", record["error"][:5000])
+        self.client.set_terminated(run, "FINISHED" if record["status"] == "completed" else "FAILED")
+        return run
+
+    def log_config(self, config_id: str, entry: dict[str, Any]) -> None:
+        run = self.config_runs[config_id]
+        stats = {k: v for k, v in entry.items() if k not in ("opd_per_task",)}
+        stats.update({f"opd_task_{j}": v for j, v in enumerate(entry.get("opd_per_task") or [])})
+        self.client.log_batch(run, metrics=_metrics(stats))
+        self.client.log_dict(run, clean(entry), "summary_entry.json")
+        self.client.set_terminated(run, "FINISHED" if entry.get("acc_mean") is not None else "FAILED")
+
+    def finish(self, summary: dict[str, Any], failed: bool) -> None:
+        self.client.log_dict(self.study_run, clean(summary), "summary.json")
+        self.client.set_terminated(self.study_run, "FAILED" if failed else "FINISHED")

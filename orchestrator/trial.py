@@ -1,0 +1,89 @@
+"""One trial: a method learns the tasks of one order; every task is evaluated after each.
+
+Plain Python, no Ray: ``run_trial`` is what a Tune worker calls, and what a
+test or a notebook calls directly. Progress leaves through ``report`` once per
+task boundary (the row of the accuracy matrix just filled, and timings).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import methods
+from datasets.benchmark import Benchmark
+from methods import MethodContext, seed_everything
+from methods.loop import accuracy
+from orchestrator.expand import TrialSpec
+
+Report = Callable[[dict[str, Any]], None]
+
+
+def pick_device(gpu: float = 0.0) -> torch.device:
+    return torch.device("cuda") if gpu > 0 and torch.cuda.is_available() else torch.device("cpu")
+
+
+def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = None,
+              device: torch.device | None = None) -> dict[str, Any]:
+    """Train ``spec.order`` in sequence; return the trial record (matrix aligned by task identity)."""
+    device = device or torch.device("cpu")
+    seed_everything(spec.seed)
+    entry = methods.METHODS.get(spec.method)
+    params = entry.params.model_validate(spec.params)
+    ctx = MethodContext(benchmark.input_shape, benchmark.classes_per_task, spec.setting, device, spec.seed)
+    method = entry.target(params, ctx)
+
+    T = benchmark.num_tasks
+    matrix = np.full((T, T), np.nan)
+    test = [task.on(device, "test") for task in benchmark.tasks]  # moved once, reused every row
+    rows = []
+    for position, task_id in enumerate(spec.order):
+        started = time.perf_counter()
+        info = method.learn_task(task_id, benchmark.tasks[task_id].on(device, "train"))
+        _sync(device)
+        trained = time.perf_counter()
+        targets = range(T) if spec.evaluate_unseen else spec.order[:position + 1]
+        for j in targets:
+            matrix[position, j] = accuracy(lambda x, j=j: method.predict(x, j), test[j].x, test[j].y)
+        evaluated = time.perf_counter()
+        row = {
+            "position": position, "task_id": task_id, "row": to_json_row(matrix[position]),
+            "acc_seen": float(np.nanmean(matrix[position, list(spec.order[:position + 1])])),
+            "train_s": trained - started, "eval_s": evaluated - trained,
+            **{f"info_{k}": float(v) for k, v in info.items()},
+        }
+        rows.append(row)
+        if report is not None:
+            report(row)
+    return record(spec, rows, T, status="completed")
+
+
+def record(spec: TrialSpec, rows: list[dict[str, Any]], num_tasks: int, status: str,
+           error: str | None = None) -> dict[str, Any]:
+    """The trial's JSON record, built from its reported rows (so a failed trial keeps its finished tasks)."""
+    matrix = [[None] * num_tasks for _ in range(num_tasks)]
+    for row in rows:
+        matrix[row["position"]] = list(row["row"])
+    return {
+        **spec.to_dict(), "status": status, "error": error, "num_tasks": num_tasks,
+        "tasks_done": len(rows), "matrix": matrix,
+        "timings": [{"position": r["position"], "task_id": r["task_id"], "train_s": r["train_s"],
+                     "eval_s": r["eval_s"]} for r in rows],
+        "task_info": [{k: v for k, v in r.items() if k.startswith("info_")} for r in rows],
+    }
+
+
+def matrix_array(rec: dict[str, Any]) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in rec["matrix"]], dtype=float)
+
+
+def to_json_row(values: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(v) else float(v) for v in values]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
