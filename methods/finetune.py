@@ -6,6 +6,7 @@ gets its own head.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -60,11 +61,13 @@ class Finetune:
         return self.net(x, task_id)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        # A snapshot: torch's state dicts alias live tensors (and Adam's state
+        # would be shared after load_state_dict), so copy.
+        return copy.deepcopy({
             "net": self.net.state_dict(),
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])

@@ -53,11 +53,11 @@ def _fmt(seconds: float) -> str:
 class StudyRecorder:
     """Collects each trial's rows and writes its record once it ends (driver side)."""
 
-    def __init__(self, trials: list[TrialSpec], num_tasks: int, out: Path, tracker, stream=sys.stdout):
+    def __init__(self, trials: list[TrialSpec], num_tasks: int, out: Path, tracker):
         self.specs = {t.trial_id: t for t in trials}
         self.rows: dict[str, list[dict[str, Any]]] = {t.trial_id: [] for t in trials}
         self.records: dict[str, dict[str, Any]] = {}
-        self.num_tasks, self.out, self.tracker, self.stream = num_tasks, out, tracker, stream
+        self.num_tasks, self.out, self.tracker = num_tasks, out, tracker
         self.started = time.monotonic()
 
     def on_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -84,7 +84,7 @@ class StudyRecorder:
         eta = elapsed / done * (total - done)
         note = f"  FAILED {rec['trial_id']}: {rec['error'].splitlines()[-1]}" if rec["status"] != "completed" else ""
         print(f"[{done}/{total} trials{f', {failed} failed' if failed else ''}] elapsed {_fmt(elapsed)}, "
-              f"ETA {_fmt(eta)}{note}", file=self.stream, flush=True)
+              f"ETA {_fmt(eta)}{note}", flush=True)
 
 
 def _tune_callback(recorder: StudyRecorder):
@@ -104,14 +104,25 @@ def _tune_callback(recorder: StudyRecorder):
 
 
 def _error_text(trial) -> str:
+    """The trial's exception as ``Type: message``.
+
+    Read from the local error files Tune writes before calling on_trial_error
+    (``trial.get_error()`` reads the storage copy, which is synced later).
+    """
+    from ray import cloudpickle
+
     try:
-        err = trial.get_error()
-    except Exception:  # noqa: BLE001 - the error file may be gone; say what we know
-        err = None
-    if err is None:
-        return "trial failed (no error recorded by Ray)"
-    cause = getattr(err, "cause", None) or err
-    return f"{type(cause).__name__}: {cause}".strip()
+        with open(trial.pickled_error_file, "rb") as f:
+            err = cloudpickle.load(f)
+        cause = getattr(err, "cause", None) or err
+        return f"{type(cause).__name__}: {cause}".strip()
+    except Exception:  # noqa: BLE001 - fall back to the text trace, then to a plain note
+        try:
+            with open(trial.error_file) as f:
+                lines = [ln for ln in f.read().strip().splitlines() if ln.strip()]
+            return lines[-1] if lines else "trial failed (empty error file)"
+        except OSError:
+            return "trial failed (no error recorded by Ray)"
 
 
 def connect(address: str | None) -> None:
@@ -124,7 +135,7 @@ def connect(address: str | None) -> None:
              configure_logging=True)
 
 
-def run_study(study: Study, address: str | None = None, stream=sys.stdout) -> dict[str, Any]:
+def run_study(study: Study, address: str | None = None) -> dict[str, Any]:
     """Run every trial of ``study``; return the summary (also in results/<study>/summary.json)."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
@@ -137,12 +148,12 @@ def run_study(study: Study, address: str | None = None, stream=sys.stdout) -> di
     out = study_dir(study.output_dir, study.name)
     print(f"study {study.name}: {len(configs)} configs x {len(study.task_orders())} orders x "
           f"{len(study.seeds)} seeds = {len(trials)} trials on {benchmark.name} "
-          f"({benchmark.num_tasks} tasks)", file=stream, flush=True)
+          f"({benchmark.num_tasks} tasks)", flush=True)
 
     connect(address)
     started = time.monotonic()
     tracker = StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs)
-    recorder = StudyRecorder(trials, benchmark.num_tasks, out, tracker, stream)
+    recorder = StudyRecorder(trials, benchmark.num_tasks, out, tracker)
     trainable = tune.with_resources(tune.with_parameters(_trainable, benchmark=benchmark),
                                     {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
     tuner = tune.Tuner(
@@ -164,9 +175,9 @@ def run_study(study: Study, address: str | None = None, stream=sys.stdout) -> di
     for entry in summary["configs"]:
         tracker.log_config(entry["config_id"], entry)
     tracker.finish(summary, failed=summary["trials_failed"] > 0)
-    print(format_table(summary), file=stream)
+    print(format_table(summary))
     print(f"results: {out}/summary.json   MLflow: {study.tracking.uri} (experiment {study.experiment})",
-          file=stream, flush=True)
+          flush=True)
     return summary
 
 

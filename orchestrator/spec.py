@@ -377,7 +377,7 @@ def _check_params(where: str, model: type[BaseModel], given: dict, allow_spaces:
 
 
 def _space_kind(space: SearchSpace) -> str:
-    return next(iter(space.model_fields))
+    return next(iter(type(space).model_fields))
 
 
 def _validate(where: str, model: type[BaseModel], values: dict, at: str) -> list:

@@ -1,0 +1,69 @@
+"""run_trial as a plain function: the accuracy matrix is aligned by task identity."""
+import math
+
+import numpy as np
+import pytest
+
+import datasets
+import methods
+from methods import TrainingDiverged
+from orchestrator import stats
+from orchestrator.expand import TrialSpec
+from orchestrator.trial import matrix_array, run_trial
+
+
+@pytest.fixture(scope="module")
+def digits():
+    e = datasets.BENCHMARKS.get("split_digits")
+    return e.target(e.params())
+
+
+def spec(order, evaluate_unseen=False, **params):
+    p = methods.METHODS.get("finetune").params(**{"epochs": 1, **params}).model_dump()
+    return TrialSpec("t0", "c0", "finetune", "finetune", p, tuple(order), 0, 0, "task_incremental", evaluate_unseen)
+
+
+def test_matrix_columns_are_task_identities_not_positions(digits):
+    order = (3, 0, 4, 1, 2)
+    rows = []
+    rec = run_trial(spec(order), digits, report=rows.append)
+    A = matrix_array(rec)
+    for i in range(5):
+        learned = set(order[: i + 1])
+        assert all(not math.isnan(A[i, j]) for j in learned)
+        assert all(math.isnan(A[i, j]) for j in set(range(5)) - learned)
+    # the row reported at each boundary is the row stored
+    assert [r["task_id"] for r in rows] == list(order)
+    assert [r["position"] for r in rows] == list(range(5))
+    assert np.allclose(np.array([[np.nan if v is None else v for v in r["row"]] for r in rows]), A, equal_nan=True)
+    assert rec["status"] == "completed" and rec["tasks_done"] == 5
+    assert all(t["train_s"] > 0 and t["eval_s"] > 0 for t in rec["timings"])
+    assert "info_loss_last_epoch" in rec["task_info"][0]
+
+
+def test_same_order_same_seed_same_matrix_and_other_order_differs(digits):
+    a = matrix_array(run_trial(spec((0, 1, 2, 3, 4)), digits))
+    b = matrix_array(run_trial(spec((0, 1, 2, 3, 4)), digits))
+    c = matrix_array(run_trial(spec((4, 3, 2, 1, 0)), digits))
+    assert np.array_equal(a, b, equal_nan=True)
+    assert not np.array_equal(a[-1], c[-1])
+
+
+def test_evaluate_unseen_fills_the_whole_matrix(digits):
+    A = matrix_array(run_trial(spec((1, 0, 2, 3, 4), evaluate_unseen=True), digits))
+    assert not np.isnan(A).any()
+
+
+def test_trial_statistics_come_from_the_matrix(digits):
+    order = (2, 4, 0, 1, 3)
+    rec = run_trial(spec(order, optimizer="adam", lr=0.01), digits)
+    A = matrix_array(rec)
+    s = stats.trial_stats(A, order)
+    assert s["acc"] == pytest.approx(A[-1].mean())
+    assert s["task_acc"] == pytest.approx(np.mean([A[i, t] for i, t in enumerate(order)]))
+    assert s["task_acc"] > 90  # each task is learned
+
+
+def test_a_diverging_trial_raises_a_clear_error(digits):
+    with pytest.raises(TrainingDiverged, match="lower lr"):
+        run_trial(spec((0, 1, 2, 3, 4), lr=10.0, hidden=[2000, 2000], epochs=2), digits)
