@@ -42,11 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.study}: ok ({n} trials, {study.num_tasks} tasks per order)")
         return 0
 
+    from orchestrator.cluster import ClusterUnreachable, use_cluster_token
+
+    use_cluster_token(args.address)  # before anything imports ray
     from orchestrator.runner import run_study
 
     try:
         summary = run_study(study, address=args.address)
-    except (FileNotFoundError, ValueError) as e:  # e.g. a dataset missing on disk
+    except (FileNotFoundError, ValueError, ClusterUnreachable) as e:  # a dataset missing, no cluster there
         print(f"clorch: {e}", file=sys.stderr)
         return 2
     return 1 if summary["trials_failed"] else 0

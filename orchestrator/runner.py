@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+from orchestrator.cluster import connect
 from orchestrator.expand import Config, TrialSpec, expand_configs, expand_trials
 from orchestrator.results import study_dir, write_json, write_trial
 from orchestrator.spec import Study
@@ -125,16 +126,6 @@ def _error_text(trial) -> str:
             return "trial failed (no error recorded by Ray)"
 
 
-def connect(address: str | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    # "local" forces a fresh embedded instance even if a cluster is reachable.
-    ray.init(address=address or "local", include_dashboard=False, logging_level="warning",
-             configure_logging=True)
-
-
 def run_study(study: Study, address: str | None = None) -> dict[str, Any]:
     """Run every trial of ``study``; return the summary (also in results/<study>/summary.json)."""
     from ray import tune
@@ -151,6 +142,13 @@ def run_study(study: Study, address: str | None = None) -> dict[str, Any]:
           f"({benchmark.num_tasks} tasks)", flush=True)
 
     connect(address)
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 0)
+    gpus = ray.cluster_resources().get("GPU", 0)
+    where = f"joined the Ray cluster at {address}" if address else "embedded local Ray"
+    print(f"{where}: {cpus:g} CPUs, {gpus:g} GPUs; {study.resources.cpu:g} CPU / "
+          f"{study.resources.gpu:g} GPU per trial", flush=True)
     started = time.monotonic()
     tracker = StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs)
     recorder = StudyRecorder(trials, benchmark.num_tasks, out, tracker)

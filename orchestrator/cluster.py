@@ -1,0 +1,76 @@
+"""Where a study's trials run: an embedded local Ray, or a cluster joined by address.
+
+Ray 2.60 clusters require a token. Ray reads RAY_AUTH_MODE when it is first
+imported, so ``use_cluster_token`` must run before anything imports ray; the
+CLI calls it first thing.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+class ClusterUnreachable(RuntimeError):
+    """``--address`` named a cluster we could not join; the message says why and what to do."""
+
+
+def token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
+def use_cluster_token(address: str | None) -> None:
+    """Joining a cluster with a token at hand: switch the client to token mode."""
+    if address and "RAY_AUTH_MODE" not in os.environ and token_available():
+        if "ray" in sys.modules:
+            raise RuntimeError("use_cluster_token must run before ray is imported")
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def connect(address: str | None) -> None:
+    """Start an embedded local Ray (address None), or join the cluster at ``address``."""
+    use_cluster_token(address) if "ray" not in sys.modules else None
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address is None:
+        # "local" forces a fresh embedded instance even if a cluster is reachable.
+        ray.init(address="local", include_dashboard=False, logging_level="warning", configure_logging=True)
+        return
+    _probe(address)
+    try:
+        ray.init(address=address, logging_level="warning", configure_logging=True)
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, AuthenticationError, RuntimeError
+        raise ClusterUnreachable(_explain(address, e)) from None
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at host:port (Ray retries for long)."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and the like: let Ray resolve it
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise ClusterUnreachable(_explain(address, e)) from None
+
+
+def _explain(address: str, error: Exception) -> str:
+    chain = []
+    while error is not None and len(chain) < 5:
+        chain.append(f"{type(error).__name__}: {error}")
+        error = error.__cause__ or error.__context__
+    text = "\n".join(chain)
+    if "auth" in text.lower():
+        hint = ("the cluster requires its token: copy the head's ~/.ray/auth_token to this machine "
+                "(or set RAY_AUTH_TOKEN) and set RAY_AUTH_MODE=token")
+    else:
+        hint = ("no Ray head answered there: check that `ray start --head` runs at that address and the port "
+                "is reachable (for a remote cluster, forward the port over SSH or use `ray job submit`)")
+    return f"cannot join the Ray cluster at {address}: {hint}"
