@@ -8,7 +8,7 @@ trial on the node; a trial moves them to its device once (``Task.on``).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -50,7 +50,6 @@ class Benchmark:
     input_shape: tuple[int, ...]
     kind: Kind = "classification"
     default_setting: Setting = "task_incremental"
-    info: dict = field(default_factory=dict)
 
     @property
     def num_tasks(self) -> int:

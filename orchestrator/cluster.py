@@ -30,7 +30,8 @@ def use_cluster_token(address: str | None) -> None:
 
 def connect(address: str | None) -> None:
     """Start an embedded local Ray (address None), or join the cluster at ``address``."""
-    use_cluster_token(address) if "ray" not in sys.modules else None
+    if "ray" not in sys.modules:
+        use_cluster_token(address)
     import ray
 
     if ray.is_initialized():
