@@ -8,5 +8,7 @@ from methods.registry import METHODS
 
 # Registration side effects: one module per method.
 from methods import finetune as _finetune  # noqa: F401
+from methods import ewc as _ewc  # noqa: F401
+from methods import joint as _joint  # noqa: F401
 
 __all__ = ["METHODS", "Method", "MethodContext", "TrainingDiverged", "seed_everything"]

@@ -1,13 +1,15 @@
 """Fine-tuning: train the same network on each task in turn, nothing else.
 
 The lower bound every continual-learning method must beat: no replay, no
-regulariser, no frozen parts. In the task-incremental setting each task still
-gets its own head.
+frozen parts. In the task-incremental setting each task still gets its own
+head. Other methods reuse this learner by composition: a ``Penalty`` adds a
+term to the loss and consolidates after each task (EWC is Finetune plus a
+Fisher penalty).
 """
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,38 +24,64 @@ from methods.protocol import MethodContext
 from methods.registry import METHODS
 
 
+class Penalty(Protocol):
+    """A loss term that depends on the past (EWC, L2 to an anchor, ...)."""
+
+    def loss(self, net: TaskNetwork) -> torch.Tensor | None:
+        """Added to the task loss at every step; None when inactive."""
+
+    def after_task(self, net: TaskNetwork, task_id: int, data: DeviceSplit) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
 class FinetuneParams(TrainingParams):
     pass
 
 
 @METHODS.register("finetune", FinetuneParams)
 class Finetune:
-    """Sequential fine-tuning with sgd, adam or rmsprop (the lower bound)."""
+    """Sequential fine-tuning with sgd, adam, rmsprop or idbd (the lower bound)."""
 
     Params = FinetuneParams
 
-    def __init__(self, params: FinetuneParams, ctx: MethodContext):
+    def __init__(self, params: TrainingParams, ctx: MethodContext, penalties: Sequence[Penalty] = ()):
         self.p = params
         self.ctx = ctx
         self.net = TaskNetwork(build_backbone(params.backbone, ctx.input_shape, params), ctx).to(ctx.device)
         self.generator = torch.Generator(device="cpu").manual_seed(ctx.seed)
         self.optimizer: torch.optim.Optimizer | None = None
+        self.penalties = list(penalties)
 
     def learn_task(self, task_id: int, data: DeviceSplit) -> dict[str, float]:
+        info = self.train(lambda xb: self.net(xb, task_id), F.cross_entropy, data.x, data.y)
+        for penalty in self.penalties:
+            info.update(penalty.after_task(self.net, task_id, data))
+        return info
+
+    def train(self, forward: Callable[[torch.Tensor], torch.Tensor],
+              criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+              x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Epochs of minibatch steps of criterion(forward(x), y) + penalties."""
         if self.optimizer is None or self.p.reset_optimizer:
             self.optimizer = build_optimizer(self.net.parameters(), self.p)
-        net, opt = self.net, self.optimizer
+        net, opt, penalties = self.net, self.optimizer, self.penalties
         net.train()
 
         def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            loss = F.cross_entropy(net(xb, task_id), yb)
+            loss = criterion(forward(xb), yb)
+            for penalty in penalties:
+                extra = penalty.loss(net)
+                if extra is not None:
+                    loss = loss + extra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             return loss
 
-        return fit(step, data.x, data.y, epochs=self.p.epochs, batch_size=self.p.batch_size,
-                   generator=self.generator)
+        return fit(step, x, y, epochs=self.p.epochs, batch_size=self.p.batch_size, generator=self.generator)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
@@ -67,6 +95,7 @@ class Finetune:
             "net": self.net.state_dict(),
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "penalties": [p.state_dict() for p in self.penalties],
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -76,3 +105,5 @@ class Finetune:
         if state["optimizer"] is not None:
             self.optimizer = build_optimizer(self.net.parameters(), self.p)
             self.optimizer.load_state_dict(state["optimizer"])
+        for penalty, s in zip(self.penalties, state["penalties"]):
+            penalty.load_state_dict(s)

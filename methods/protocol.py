@@ -53,6 +53,10 @@ class Method(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    # Optional: ``learn_all(tasks: Mapping[int, DeviceSplit]) -> dict`` for
+    # offline methods (joint training). When present, the trial calls it once,
+    # with every task's training split keyed by identity, before the first task.
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and CUDA) so a trial is repeatable."""

@@ -40,9 +40,13 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
     matrix = np.full((T, T), np.nan)
     test = [task.on(device, "test") for task in benchmark.tasks]  # moved once, reused every row
     rows = []
+    learn_all = getattr(method, "learn_all", None)  # offline methods (joint) see every task first
     for position, task_id in enumerate(spec.order):
         started = time.perf_counter()
-        info = method.learn_task(task_id, benchmark.tasks[task_id].on(device, "train"))
+        info = {}
+        if position == 0 and learn_all is not None:
+            info = learn_all({j: task.on(device, "train") for j, task in enumerate(benchmark.tasks)})
+        info.update(method.learn_task(task_id, benchmark.tasks[task_id].on(device, "train")))
         _sync(device)
         trained = time.perf_counter()
         targets = range(T) if spec.evaluate_unseen else spec.order[:position + 1]

@@ -1,0 +1,83 @@
+"""EWC: elastic weight consolidation (Kirkpatrick et al. 2017), and online EWC (Schwarz et al. 2018).
+
+After each task the diagonal Fisher F_t of that task is computed at the
+learned weights theta*_t; later tasks pay (lambda / 2) * sum_t F_t (theta - theta*_t)^2.
+That sum over tasks equals A (theta - m)^2 plus a constant, with A = sum_t F_t
+and m the F-weighted mean of the anchors, so we keep just (A, m): same
+gradients, constant memory and cost per step however many tasks have passed.
+Online EWC keeps A = gamma * A + F_t and m = theta*_t instead.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from datasets.benchmark import DeviceSplit
+from methods.finetune import Finetune
+from methods.fisher import diagonal_fisher
+from methods.network import TaskNetwork
+from methods.params import TrainingParams
+from methods.protocol import MethodContext
+from methods.registry import METHODS
+
+
+class EWCParams(TrainingParams):
+    ewc_lambda: float = Field(100.0, ge=0.0, le=1e9, description="penalty strength lambda")
+    online: bool = Field(False, description="online EWC: decayed running Fisher, anchor at the last task")
+    gamma: float = Field(1.0, ge=0.0, le=1.0, description="online EWC: decay of the running Fisher")
+    fisher: Literal["empirical", "expected"] = Field("empirical", description="Fisher with true labels or the model's predictive distribution")
+    fisher_samples: int = Field(1024, ge=1, description="training samples (seeded subset) used for the Fisher")
+
+
+class FisherPenalty:
+    def __init__(self, p: EWCParams, seed: int):
+        self.p = p
+        self.importance: dict[str, torch.Tensor] = {}  # A
+        self.anchor: dict[str, torch.Tensor] = {}      # m
+        # its own RNG: choosing the Fisher subset must not move the training batches
+        self.generator = torch.Generator().manual_seed(seed + 7919)
+
+    def loss(self, net: TaskNetwork) -> torch.Tensor | None:
+        if not self.importance or self.p.ewc_lambda == 0:
+            return None
+        total = sum((self.importance[k] * (w - self.anchor[k]).pow(2)).sum()
+                    for k, w in net.named_parameters() if k in self.importance)
+        return 0.5 * self.p.ewc_lambda * total
+
+    def after_task(self, net: TaskNetwork, task_id: int, data: DeviceSplit) -> dict[str, float]:
+        n = data.x.shape[0]
+        idx = torch.randperm(n, generator=self.generator)[: self.p.fisher_samples].to(data.x.device)
+        fisher = diagonal_fisher(net, task_id, data.x[idx], data.y[idx], self.p.fisher)
+        theta = {k: w.detach().clone() for k, w in net.named_parameters() if k in fisher}
+        for k, f in fisher.items():
+            if k not in self.importance:
+                self.importance[k], self.anchor[k] = f, theta[k]
+            elif self.p.online:
+                self.importance[k] = self.p.gamma * self.importance[k] + f
+                self.anchor[k] = theta[k]
+            else:
+                total = self.importance[k] + f
+                mixed = (self.importance[k] * self.anchor[k] + f * theta[k]) / total.clamp_min(1e-30)
+                self.anchor[k] = torch.where(total > 0, mixed, theta[k])
+                self.importance[k] = total
+        return {"fisher_mean": float(torch.cat([f.flatten() for f in fisher.values()]).mean())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"importance": self.importance, "anchor": self.anchor, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.importance, self.anchor = dict(state["importance"]), dict(state["anchor"])
+        self.generator.set_state(state["generator"])
+
+
+@METHODS.register("ewc", EWCParams)
+class EWC(Finetune):
+    """Elastic weight consolidation: a diagonal-Fisher penalty to past solutions (online variant optional)."""
+
+    Params = EWCParams
+
+    def __init__(self, params: EWCParams, ctx: MethodContext):
+        self.fisher_penalty = FisherPenalty(params, ctx.seed)
+        super().__init__(params, ctx, penalties=[self.fisher_penalty])
