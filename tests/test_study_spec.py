@@ -49,14 +49,14 @@ BAD = [
     (with_("orders", {"kind": "apd", "set": "cifar100_split"}), "orders", "orders 10 tasks but the benchmark has 5"),
     (with_("orders", {"kind": "apd", "set": "cifar10"}), "orders.set", "'cifar100_split' or 'cifar100_superclass'"),
     (with_("methods", []), "methods", "at least 1 item"),
-    (with_("methods.0.name", "ewcc"), "methods[0].name", "unknown method; available: finetune"),
+    (with_("methods.0.name", "ewcc"), "methods[0].name", "unknown method; available: ewc, finetune, joint"),
     (with_("methods.0.params", {"lr": -1}), "methods[0].params.lr", "greater than 0"),
-    (with_("methods.0.params", {"optimizer": "adamw"}), "methods[0].params.optimizer", "'sgd', 'adam' or 'rmsprop'"),
+    (with_("methods.0.params", {"optimizer": "adamw"}), "methods[0].params.optimizer", "'sgd', 'adam', 'rmsprop' or 'idbd'"),
     (with_("methods.0.params", {"learning_rate": 0.1}), "methods[0].params.learning_rate", "unknown parameter; allowed: backbone, hidden"),
     (with_("methods.0.params", {"lr": {"grid": [0.1, 20.0]}}), "methods[0].params.lr.grid[1]", "less than or equal to 10"),
     (with_("methods.0.params", {"lr": {"loguniform": [0, 0.1]}}), "methods[0].params.lr", "0 < low < high"),
     (with_("methods.0.params", {"momentum": {"uniform": [0.5, 0.1]}}), "methods[0].params.momentum", "low < high"),
-    (with_("methods.0.params", {"optimizer": {"choice": ["sgd", "lion"]}}), "methods[0].params.optimizer.choice[1]", "'sgd', 'adam' or 'rmsprop'"),
+    (with_("methods.0.params", {"optimizer": {"choice": ["sgd", "lion"]}}), "methods[0].params.optimizer.choice[1]", "'sgd', 'adam', 'rmsprop' or 'idbd'"),
     (with_("methods", [{"name": "finetune"}, {"name": "finetune"}]), "methods[1].label", "give each entry a distinct label"),
     (with_("seeds", [1, 1]), "seeds", "distinct"),
     (with_("resources", {"cpu": 0}), "resources.cpu", "greater than 0"),
@@ -146,6 +146,6 @@ def test_list_shows_methods_benchmarks_types_and_defaults(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "finetune" in out and "split_digits" in out and "permuted_digits" in out
-    assert "optimizer: sgd | adam | rmsprop = 'sgd'" in out
+    assert "optimizer: sgd | adam | rmsprop | idbd = 'sgd'" in out
     assert "lr: float = 0.01  [>0.0, <=10.0]" in out
     assert "hidden: list[int (positive)] = [100, 100]" in out
