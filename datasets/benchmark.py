@@ -4,12 +4,17 @@ A Benchmark is a canonical list of tasks. A task's identity is its index in
 that list; task orders permute identities and never touch data. Arrays are
 numpy so a benchmark put in the Ray object store is read zero-copy by every
 trial on the node; a trial moves them to its device once (``Task.on``).
+
+Image arrays may stay uint8 with per-channel ``normalization`` (mean, std of
+the [0, 1] pixels): ``Task.on`` scales and standardises on the device, so the
+object store holds a quarter of the bytes (it matters for permuted benchmarks,
+where every task is a full copy of the dataset).
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -37,10 +42,30 @@ class Task:
     y_test: np.ndarray
     n_classes: int
     classes: tuple[int, ...] = ()  # the original labels, for reports
+    x_val: np.ndarray | None = None  # held out of the training set (val_fraction > 0)
+    y_val: np.ndarray | None = None
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # per-channel (mean, std)
 
-    def on(self, device: torch.device | str, split: Literal["train", "test"]) -> DeviceSplit:
-        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
-        return DeviceSplit(_tensor(x, device), _tensor(y, device))
+    def on(self, device: torch.device | str, split: Literal["train", "val", "test"]) -> DeviceSplit:
+        x, y = {"train": (self.x_train, self.y_train), "val": (self.x_val, self.y_val),
+                "test": (self.x_test, self.y_test)}[split]
+        if x is None:
+            raise ValueError(f"task {self.name!r} has no {split} split; set the benchmark's val_fraction > 0")
+        return DeviceSplit(self._inputs(_tensor(x, device)), _tensor(y, device))
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels -> float in [0, 1], then standardised when the task says so."""
+        fresh = x.dtype == torch.uint8
+        if fresh:
+            x = x.float().div_(255.0)
+        if self.normalization is not None:
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            mean = torch.tensor(self.normalization[0], device=x.device).view(shape)
+            std = torch.tensor(self.normalization[1], device=x.device).view(shape)
+            # in place on our own fresh copy (no second temporary); never on a float
+            # input, which may share memory with the benchmark's arrays
+            x = x.sub_(mean).div_(std) if fresh else (x - mean) / std
+        return x
 
 
 @dataclass(frozen=True)
@@ -50,10 +75,12 @@ class Benchmark:
     input_shape: tuple[int, ...]
     kind: Kind = "classification"
     default_setting: Setting = "task_incremental"
+    # regression_stream only: seed -> datasets.streams.Stream (drawn inside the trial)
+    make_stream: Callable[[int], Any] | None = None
 
     @property
     def num_tasks(self) -> int:
-        return len(self.tasks)
+        return len(self.tasks) if self.kind == "classification" else 1
 
     @property
     def classes_per_task(self) -> tuple[int, ...]:

@@ -8,18 +8,17 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from datasets.benchmark import Benchmark, Task
+from datasets.benchmark import Benchmark
+from datasets.common import LoadContext, SplitParams, make_task, stratified_split
 from datasets.registry import BENCHMARKS
 
 INPUT_SHAPE = (1, 8, 8)
 
 
-class _DigitsCommon(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _DigitsCommon(SplitParams):
     test_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="share of each class held out for test")
-    split_seed: int = Field(0, description="seed of the train/test split")
 
 
 class SplitDigitsParams(_DigitsCommon):
@@ -51,53 +50,33 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     return x, bunch.target.astype(np.int64)
 
 
-def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index arrays (train, test), the same share of every class in test."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n_test = max(1, round(test_fraction * len(idx)))
-        test.append(idx[:n_test])
-        train.append(idx[n_test:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+def _train_test(p: _DigitsCommon):
+    x, y = _load_digits()
+    tr, te = stratified_split(y, p.test_fraction, np.random.default_rng(p.split_seed))
+    return x[tr], y[tr], x[te], y[te]
 
 
 @BENCHMARKS.register("split_digits", SplitDigitsParams)
-def split_digits(p: SplitDigitsParams) -> Benchmark:
+def split_digits(p: SplitDigitsParams, ctx: LoadContext | None = None) -> Benchmark:
     """Digits split by class: task k holds classes [k*c, (k+1)*c), labels 0..c-1."""
-    x, y = _load_digits()
-    tr, te = _stratified_split(y, p.test_fraction, p.split_seed)
-    tasks = []
-    for k in range(p.num_tasks):
-        classes = tuple(range(k * p.classes_per_task, (k + 1) * p.classes_per_task))
-        lo = classes[0]
-        sel_tr = tr[np.isin(y[tr], classes)]
-        sel_te = te[np.isin(y[te], classes)]
-        tasks.append(Task(
-            name=f"digits {classes[0]}-{classes[-1]}",
-            x_train=x[sel_tr], y_train=y[sel_tr] - lo,
-            x_test=x[sel_te], y_test=y[sel_te] - lo,
-            n_classes=len(classes), classes=classes,
-        ))
-    return Benchmark("split_digits", tuple(tasks), INPUT_SHAPE, default_setting="task_incremental")
+    x_tr, y_tr, x_te, y_te = _train_test(p)
+    c = p.classes_per_task
+    tasks = tuple(make_task(f"digits {k * c}-{k * c + c - 1}", x_tr, y_tr, x_te, y_te,
+                            range(k * c, (k + 1) * c), p, salt=k) for k in range(p.num_tasks))
+    return Benchmark("split_digits", tasks, INPUT_SHAPE, default_setting="task_incremental")
 
 
 @BENCHMARKS.register("permuted_digits", PermutedDigitsParams)
-def permuted_digits(p: PermutedDigitsParams) -> Benchmark:
+def permuted_digits(p: PermutedDigitsParams, ctx: LoadContext | None = None) -> Benchmark:
     """Digits under T seeded pixel permutations, 10 classes per task."""
-    x, y = _load_digits()
-    tr, te = _stratified_split(y, p.test_fraction, p.split_seed)
-    flat = x.reshape(len(x), -1)
+    x_tr, y_tr, x_te, y_te = _train_test(p)
     rng = np.random.default_rng(p.permutation_seed)
     tasks = []
     for k in range(p.num_tasks):
-        perm = rng.permutation(flat.shape[1])
+        perm = rng.permutation(64)
         if k == 0 and not p.permute_first:
-            perm = np.arange(flat.shape[1])
-        xp = np.ascontiguousarray(flat[:, perm]).reshape(x.shape)
-        tasks.append(Task(
-            name=f"permutation {k}", x_train=xp[tr], y_train=y[tr], x_test=xp[te], y_test=y[te],
-            n_classes=10, classes=tuple(range(10)),
-        ))
+            perm = np.arange(64)
+        tr = x_tr.reshape(len(x_tr), -1)[:, perm].reshape(x_tr.shape)
+        te = x_te.reshape(len(x_te), -1)[:, perm].reshape(x_te.shape)
+        tasks.append(make_task(f"permutation {k}", tr, y_tr, te, y_te, range(10), p, salt=k))
     return Benchmark("permuted_digits", tuple(tasks), INPUT_SHAPE, default_setting="domain_incremental")

@@ -1,0 +1,191 @@
+"""MNIST-style benchmarks over MNIST, Fashion-MNIST and KMNIST (one code path, a ``dataset`` param).
+
+Files are torchvision's layout under the data root (<root>/MNIST/raw, FashionMNIST/raw,
+KMNIST/raw). torchvision downloads them when allowed and verifies the
+published md5 of each archive; archives already on disk are verified and
+unpacked without a network.
+
+- permuted_mnist: T tasks, each a fixed pixel permutation, 10 classes.
+  protocol ``standard``: 28x28 flattened to 784, task 0 unpermuted.
+  protocol ``halrp``: padded to 32x32 (2 zero pixels each side), 3 identical
+  channels, the 1024 positions permuted for every task, task 0 included (specs/halrp.md).
+- split_mnist: 5 tasks of 2 classes (class order optionally seeded).
+- rotated_mnist: T tasks, each the images rotated by one angle (evenly spaced
+  in [0, max_angle) or an explicit list), 10 classes.
+- random_label_mnist: for loss of trainability (specs/lot.md): a fixed seeded
+  subset of N training images; every task draws fresh uniform random labels
+  for them. There is nothing to generalise to, so a task's test split is its
+  own training set: accuracy measures whether the network can still fit
+  (trainability), which is what the benchmark is for.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from datasets.benchmark import Benchmark, Task
+from datasets.common import FileParams, LoadContext, MissingData, class_order, make_task, uint8_normalization
+from datasets.registry import BENCHMARKS
+
+Dataset = Literal["mnist", "fashion_mnist", "kmnist"]
+_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST"}
+_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _torchvision_class(dataset: str):
+    from torchvision import datasets as tv
+
+    return {"mnist": tv.MNIST, "fashion_mnist": tv.FashionMNIST, "kmnist": tv.KMNIST}[dataset]
+
+
+@lru_cache(maxsize=6)
+def mnist_arrays(dataset: str, root: Path, download: bool, verify_checksums: bool = True):
+    """(x_train, y_train, x_test, y_test): x uint8 (N, 28, 28), y int64.
+
+    ``verify_checksums`` is accepted for a uniform signature; torchvision always
+    checks the md5 of the archives it downloads or unpacks.
+    """
+    cls = _torchvision_class(dataset)
+    try:
+        train, test = cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
+    except (RuntimeError, OSError) as e:  # not found, or the download failed (no network)
+        folder = f"{_FOLDERS[dataset]}/raw"
+        how = (f"the download failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+               if download else "downloading is off (download: false); ")
+        how += (f"put the four original files ({', '.join(f + '.gz' for f in _FILES)}) in {Path(root) / folder}, "
+                "or run with download: true on a machine with internet")
+        raise MissingData(dataset, root, [f"{folder}/{f}[.gz]" for f in _FILES], how) from None
+    return train.data.numpy(), train.targets.numpy().astype(np.int64), test.data.numpy(), test.targets.numpy().astype(np.int64)
+
+
+class _MnistParams(FileParams):
+    dataset: Dataset = Field("mnist", description="mnist | fashion_mnist | kmnist")
+
+
+def _arrays(p: _MnistParams, ctx: LoadContext | None):
+    """uint8 (N, 1, 28, 28) images and labels; scaling happens on the device (Task.on)."""
+    ctx = ctx or LoadContext.resolve()
+    x_tr, y_tr, x_te, y_te = mnist_arrays(p.dataset, ctx.root, p.download, p.verify_checksums)
+    return x_tr[:, None], y_tr, x_te[:, None], y_te
+
+
+def _norm(p: FileParams, x_train: np.ndarray):
+    """Task.normalization from the training images, or None when normalize is off."""
+    return uint8_normalization(x_train) if p.normalize else None
+
+
+# ---------------------------------------------------------------- permuted
+class PermutedMnistParams(_MnistParams):
+    num_tasks: int = Field(10, ge=1, le=10_000, description="number of permutations")
+    protocol: Literal["standard", "halrp"] = Field("standard", description="standard: 784 inputs, task 0 unpermuted; halrp: 3x32x32, all permuted")
+    permutation_seed: int = Field(0, description="seed of the permutations")
+
+
+@BENCHMARKS.register("permuted_mnist", PermutedMnistParams)
+def permuted_mnist(p: PermutedMnistParams, ctx: LoadContext | None = None) -> Benchmark:
+    """MNIST-style images under T seeded pixel permutations (standard or HALRP protocol)."""
+    x_tr, y_tr, x_te, y_te = _arrays(p, ctx)
+    if p.protocol == "halrp":
+        pad = ((0, 0), (0, 0), (2, 2), (2, 2))
+        x_tr, x_te = np.pad(x_tr, pad), np.pad(x_te, pad)  # zero pixels = background, before normalising
+    norm = _norm(p, x_tr)
+    if p.protocol == "halrp" and norm is not None:
+        norm = (norm[0] * 3, norm[1] * 3)  # the three channels are copies
+    flat_tr, flat_te = x_tr.reshape(len(x_tr), -1), x_te.reshape(len(x_te), -1)
+    side = flat_tr.shape[1]
+    rng = np.random.default_rng(p.permutation_seed)
+    tasks = []
+    for k in range(p.num_tasks):
+        perm = rng.permutation(side)
+        if k == 0 and p.protocol == "standard":
+            perm = np.arange(side)
+        tr, te = flat_tr[:, perm], flat_te[:, perm]
+        if p.protocol == "halrp":
+            tr = np.repeat(tr.reshape(-1, 1, 32, 32), 3, axis=1)
+            te = np.repeat(te.reshape(-1, 1, 32, 32), 3, axis=1)
+        tasks.append(make_task(f"{p.dataset} permutation {k}", tr, y_tr, te, y_te, range(10), p, salt=k,
+                               normalization=norm))
+    shape = (3, 32, 32) if p.protocol == "halrp" else (784,)
+    setting = "task_incremental" if p.protocol == "halrp" else "domain_incremental"
+    return Benchmark("permuted_mnist", tuple(tasks), shape, default_setting=setting)
+
+
+# ---------------------------------------------------------------- split
+class SplitMnistParams(_MnistParams):
+    class_order_seed: int | None = Field(None, description="shuffle which classes form each task (None: 0-1, 2-3, ...)")
+
+    @property
+    def num_tasks(self) -> int:
+        return 5
+
+
+@BENCHMARKS.register("split_mnist", SplitMnistParams)
+def split_mnist(p: SplitMnistParams, ctx: LoadContext | None = None) -> Benchmark:
+    """MNIST-style images split into 5 tasks of 2 classes."""
+    x_tr, y_tr, x_te, y_te = _arrays(p, ctx)
+    norm, order = _norm(p, x_tr), class_order(10, p.class_order_seed)
+    tasks = tuple(make_task(f"{p.dataset} {order[2 * k]}/{order[2 * k + 1]}", x_tr, y_tr, x_te, y_te,
+                            order[2 * k:2 * k + 2], p, salt=k, normalization=norm) for k in range(5))
+    return Benchmark("split_mnist", tasks, (1, 28, 28), default_setting="task_incremental")
+
+
+# ---------------------------------------------------------------- rotated
+class RotatedMnistParams(_MnistParams):
+    num_tasks: int = Field(10, ge=1, le=1000, description="number of rotations")
+    max_angle: float = Field(180.0, gt=0.0, le=360.0, description="angles k * max_angle / num_tasks, degrees")
+    angles: list[float] | None = Field(None, description="explicit angles in degrees (overrides max_angle; length = num_tasks)")
+
+    @model_validator(mode="after")
+    def _angles_match(self):
+        if self.angles is not None and len(self.angles) != self.num_tasks:
+            raise ValueError(f"angles has {len(self.angles)} entries but num_tasks is {self.num_tasks}")
+        return self
+
+    def task_angles(self) -> list[float]:
+        return list(self.angles) if self.angles is not None else [k * self.max_angle / self.num_tasks for k in range(self.num_tasks)]
+
+
+def _rotate(x: np.ndarray, angle: float) -> np.ndarray:
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.functional import rotate
+
+    return rotate(torch.from_numpy(x), angle, interpolation=InterpolationMode.BILINEAR).numpy()
+
+
+@BENCHMARKS.register("rotated_mnist", RotatedMnistParams)
+def rotated_mnist(p: RotatedMnistParams, ctx: LoadContext | None = None) -> Benchmark:
+    """MNIST-style images rotated by one angle per task (bilinear, zero fill), 10 classes."""
+    x_tr, y_tr, x_te, y_te = _arrays(p, ctx)
+    norm = _norm(p, x_tr)  # of the upright images, shared by every angle
+    tasks = []
+    for k, angle in enumerate(p.task_angles()):
+        tasks.append(make_task(f"{p.dataset} rotated {angle:g}", _rotate(x_tr, angle), y_tr, _rotate(x_te, angle),
+                               y_te, range(10), p, salt=k, normalization=norm))
+    return Benchmark("rotated_mnist", tuple(tasks), (1, 28, 28), default_setting="domain_incremental")
+
+
+# ---------------------------------------------------------------- random labels
+class RandomLabelMnistParams(_MnistParams):
+    num_tasks: int = Field(50, ge=1, le=100_000, description="tasks, each with fresh random labels")
+    num_images: int = Field(1000, ge=10, le=60_000, description="size N of the fixed image subset")
+    label_seed: int = Field(0, description="seed of the image subset and of every task's labels")
+
+
+@BENCHMARKS.register("random_label_mnist", RandomLabelMnistParams)
+def random_label_mnist(p: RandomLabelMnistParams, ctx: LoadContext | None = None) -> Benchmark:
+    """A fixed subset of N images with fresh random labels per task; tested on itself (trainability)."""
+    x_tr, _, _, _ = _arrays(p, ctx)
+    rng = np.random.default_rng(p.label_seed)
+    x = np.ascontiguousarray(x_tr[np.sort(rng.choice(len(x_tr), p.num_images, replace=False))].reshape(p.num_images, -1))
+    norm = _norm(p, x[:, None])
+    tasks = []
+    for k in range(p.num_tasks):  # one image array shared by every task (stored once)
+        y = rng.integers(0, 10, p.num_images).astype(np.int64)
+        tasks.append(Task(f"random labels {k}", x, y, x, y, n_classes=10, classes=tuple(range(10)),
+                          normalization=norm))
+    return Benchmark("random_label_mnist", tuple(tasks), (784,), default_setting="domain_incremental")

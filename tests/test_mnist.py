@@ -1,0 +1,173 @@
+"""The MNIST family: real MNIST from ../shared/data, and tiny real-format idx files for the others."""
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+import datasets
+from datasets import LoadContext, MissingData, load_benchmark
+from datasets.common import DATA_ROOT_ENV
+
+from conftest import SHARED_DATA
+
+needs_mnist = pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(),
+                                 reason=f"MNIST not found under {SHARED_DATA} (a torchvision root with MNIST/raw/*.gz)")
+
+
+@pytest.fixture(scope="module")
+def mnist_root(tmp_path_factory):
+    """A torchvision root linking the shared MNIST archives (unpacking writes here, not into ../shared)."""
+    root = tmp_path_factory.mktemp("mnist_root")
+    (root / "MNIST" / "raw").mkdir(parents=True)
+    for f in (SHARED_DATA / "MNIST" / "raw").glob("*.gz"):
+        os.symlink(f, root / "MNIST" / "raw" / f.name)
+    return LoadContext(root)
+
+
+@needs_mnist
+def test_permuted_mnist_standard_protocol(mnist_root):
+    b = load_benchmark("permuted_mnist", {"num_tasks": 3, "normalize": False}, mnist_root)
+    assert b.input_shape == (784,) and b.num_tasks == 3 and b.default_setting == "domain_incremental"
+    t0, t1 = b.tasks[0], b.tasks[1]
+    assert t0.x_train.shape == (60000, 784) and t0.x_train.dtype == np.uint8 and len(t0.y_test) == 10000
+    assert not np.array_equal(t0.x_train, t1.x_train)
+    assert np.array_equal(np.sort(t0.x_train[:50], axis=1), np.sort(t1.x_train[:50], axis=1))  # a permutation
+    plain = load_benchmark("split_mnist", {"normalize": False, "class_order_seed": None}, mnist_root)
+    zero_one = plain.tasks[0]
+    # task 0 is the unpermuted images: the 0/1 images of split_mnist appear unchanged in it
+    assert any(np.array_equal(zero_one.x_train[0].reshape(-1), row) for row in t0.x_train[t0.y_train == 0][:2000])
+    again = load_benchmark("permuted_mnist", {"num_tasks": 3, "normalize": False, "permutation_seed": 1}, mnist_root)
+    assert not np.array_equal(again.tasks[1].x_train[:5], t1.x_train[:5])
+
+
+@needs_mnist
+def test_permuted_mnist_halrp_protocol(mnist_root):
+    b = load_benchmark("permuted_mnist", {"num_tasks": 2, "protocol": "halrp", "normalize": False}, mnist_root)
+    assert b.input_shape == (3, 32, 32) and b.default_setting == "task_incremental"
+    x = b.tasks[0].x_train[:20]
+    assert x.shape == (20, 3, 32, 32)
+    assert np.array_equal(x[:, 0], x[:, 1]) and np.array_equal(x[:, 0], x[:, 2])  # three copies
+    # every task is permuted, task 0 included: the padding border is not where it was
+    border = np.ones((32, 32), bool)
+    border[2:30, 2:30] = False
+    assert x[:, 0][:, border].any()
+    # 28x28 content padded to 32x32: 1024 positions, 784 of them carry the image
+    assert (x[:, 0].reshape(20, -1) > 0).sum(axis=1).max() <= 784
+
+
+@needs_mnist
+def test_split_mnist_classes_labels_fractions(mnist_root):
+    b = load_benchmark("split_mnist", {"val_fraction": 0.2, "train_fraction": 0.5}, mnist_root)
+    assert [t.classes for t in b.tasks] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    t = b.tasks[0]
+    assert set(np.unique(t.y_train)) == {0, 1} and set(np.unique(t.y_val)) == {0, 1}
+    full = 5923 + 6742  # MNIST training images of digits 0 and 1
+    assert len(t.y_val) == pytest.approx(0.2 * full, abs=2)
+    assert len(t.y_train) == pytest.approx(0.5 * 0.8 * full, abs=3)
+    assert len(t.y_test) == 980 + 1135
+    shuffled = load_benchmark("split_mnist", {"class_order_seed": 3}, mnist_root)
+    assert [t.classes for t in shuffled.tasks] != [t.classes for t in b.tasks]
+    assert sorted(c for t in shuffled.tasks for c in t.classes) == list(range(10))
+
+
+@needs_mnist
+def test_inputs_are_standardised_on_the_device(mnist_root):
+    b = load_benchmark("split_mnist", {}, mnist_root)
+    x = torch.cat([t.on("cpu", "train").x for t in b.tasks])
+    assert x.dtype == torch.float32
+    assert x.mean().item() == pytest.approx(0.0, abs=1e-3) and x.std().item() == pytest.approx(1.0, abs=1e-3)
+    raw = load_benchmark("split_mnist", {"normalize": False}, mnist_root).tasks[0].on("cpu", "test").x
+    assert raw.min().item() == 0.0 and raw.max().item() == 1.0
+
+
+@needs_mnist
+def test_rotated_mnist_angles(mnist_root):
+    b = load_benchmark("rotated_mnist", {"num_tasks": 2, "angles": [0.0, 90.0], "normalize": False}, mnist_root)
+    upright, turned = b.tasks[0].x_train[:10, 0], b.tasks[1].x_train[:10, 0]
+    assert np.abs(turned.astype(int) - np.rot90(upright, k=1, axes=(1, 2)).astype(int)).max() <= 1
+    with pytest.raises(ValidationError, match="angles has 1 entries but num_tasks is 2"):
+        datasets.BENCHMARKS.get("rotated_mnist").params(num_tasks=2, angles=[10.0])
+
+
+@needs_mnist
+def test_random_label_mnist_same_images_fresh_labels_tested_on_itself(mnist_root):
+    b = load_benchmark("random_label_mnist", {"num_tasks": 3, "num_images": 500}, mnist_root)
+    t0, t1 = b.tasks[:2]
+    assert t0.x_train is t1.x_train and t0.x_test is t0.x_train  # one array, stored once
+    assert t0.x_train.shape == (500, 784)
+    assert not np.array_equal(t0.y_train, t1.y_train)
+    assert np.array_equal(t0.y_test, t0.y_train)
+    agree = (t0.y_train == t1.y_train).mean()
+    assert 0.02 < agree < 0.25  # independent uniform labels agree ~10% of the time
+
+
+@needs_mnist
+def test_load_benchmark_caches_per_process(mnist_root):
+    a = load_benchmark("split_mnist", {}, mnist_root)
+    assert load_benchmark("split_mnist", {}, mnist_root) is a
+    assert load_benchmark("split_mnist", {"split_seed": 1}, mnist_root) is not a
+
+
+def _write_idx(folder: Path, n_train: int = 30, n_test: int = 10):
+    """Extracted idx files, the real format: big-endian magic, dims, uint8 payload."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n, dtype=np.uint8) % 10
+        images = np.zeros((n, 28, 28), dtype=np.uint8)
+        images[np.arange(n), labels, labels] = 255  # the label encoded in the pixel pattern
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
+
+
+@pytest.mark.parametrize("dataset, folder", [("fashion_mnist", "FashionMNIST"), ("kmnist", "KMNIST")])
+def test_fashion_and_kmnist_use_the_same_loaders(tmp_path, dataset, folder):
+    _write_idx(tmp_path / folder / "raw")
+    ctx = LoadContext(tmp_path)
+    b = load_benchmark("split_mnist", {"dataset": dataset, "download": False, "normalize": False}, ctx)
+    t = b.tasks[2]  # classes 4 and 5
+    assert t.classes == (4, 5) and len(t.y_train) == 6 and len(t.y_test) == 2
+    for x, y in zip(t.x_train, t.y_train):
+        label = 4 + y
+        assert x[0, label, label] == 255
+    p = load_benchmark("permuted_mnist", {"dataset": dataset, "download": False, "num_tasks": 2}, ctx)
+    assert p.tasks[1].x_train.shape == (30, 784)
+
+
+def test_missing_files_name_the_paths_and_the_fix(tmp_path):
+    with pytest.raises(MissingData) as e:
+        load_benchmark("split_mnist", {"dataset": "kmnist", "download": False}, LoadContext(tmp_path))
+    msg = str(e.value)
+    assert f"{tmp_path}/KMNIST/raw/train-images-idx3-ubyte" in msg and "download: true" in msg
+    assert "data_root" in msg and DATA_ROOT_ENV in msg
+
+
+def test_data_root_comes_from_study_then_flag_then_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "env"))
+    assert LoadContext.resolve("/s", "/c").root == Path("/s")
+    assert LoadContext.resolve(None, "/c").root == Path("/c")
+    assert LoadContext.resolve(None, None).root == tmp_path / "env"
+    monkeypatch.delenv(DATA_ROOT_ENV)
+    monkeypatch.chdir(tmp_path)
+    assert LoadContext.resolve().root == tmp_path / "data"
+
+
+def test_cli_run_with_a_missing_dataset_is_one_clear_error_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from orchestrator.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "name": "needs_kmnist", "benchmark": {"name": "split_mnist", "params": {"dataset": "kmnist", "download": False}},
+        "orders": {"kind": "random", "count": 2}, "methods": [{"name": "finetune"}]}))
+    assert main(["run", "s.yaml", "--data-root", str(tmp_path / "nodata")]) == 2
+    err = capsys.readouterr().err
+    assert "kmnist is not available under" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nodata", "s.yaml"] or \
+        sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
