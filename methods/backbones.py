@@ -38,10 +38,18 @@ class SmallCNN(nn.Sequential):
         self.out_features = c_in
 
 
+# name -> builder(input_shape, training_params) -> nn.Module with ``out_features``.
+# A module that defines more backbones registers them here on import.
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "mlp": lambda shape, p: MLP(shape, p.hidden),
     "small_cnn": lambda shape, p: SmallCNN(shape, p.channels),
 }
+
+
+def register_backbone(name: str, builder: Callable[..., nn.Module]) -> None:
+    if name in BACKBONES:
+        raise ValueError(f"backbone {name!r} is registered twice")
+    BACKBONES[name] = builder
 
 
 def build_backbone(name: str, input_shape: tuple[int, ...], params) -> nn.Module:

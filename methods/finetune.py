@@ -81,7 +81,11 @@ class Finetune:
             opt.step()
             return loss
 
-        return fit(step, x, y, epochs=self.p.epochs, batch_size=self.p.batch_size, generator=self.generator)
+        info = fit(step, x, y, epochs=self.p.epochs, batch_size=self.p.batch_size, generator=self.generator)
+        check = getattr(opt, "check", None)  # optimisers that can tell divergence the loss does not show yet
+        if check is not None:
+            check()
+        return info
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:

@@ -12,6 +12,9 @@ Step-size groups: ``parameter`` (one beta per weight), ``layer`` (one per
 tensor) or ``scalar`` (one for the whole group). A shared beta gets the true
 meta-gradient of its weights: the SUM of (-g * h) over them.
 
+A step-size above ``max_step`` (or NaN) is divergence: ``check()`` raises
+TrainingDiverged; the training loop calls it once per task.
+
 ``normalized`` is the Autostep-style variant (Mahmood et al. 2012), because plain
 IDBD is unstable in deep nets: the meta-gradient is divided by a running
 bound v of its magnitude (time scale ``tau``), and the step-sizes of a tensor
@@ -31,13 +34,15 @@ Curvature = Literal["grad_sq", "none"]
 class IDBD(torch.optim.Optimizer):
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 1e-2, meta_lr: float = 1e-3,
                  groups: Groups = "parameter", curvature: Curvature = "grad_sq", normalized: bool = False,
-                 tau: float = 1e4):
+                 tau: float = 1e4, max_step: float = 100.0):
         if lr <= 0 or meta_lr < 0 or tau <= 0:
             raise ValueError(f"IDBD needs lr > 0, meta_lr >= 0, tau > 0 (got {lr}, {meta_lr}, {tau})")
         if groups not in ("parameter", "layer", "scalar") or curvature not in ("grad_sq", "none"):
             raise ValueError(f"unknown IDBD groups={groups!r} or curvature={curvature!r}")
         super().__init__(params, dict(lr=lr, meta_lr=meta_lr, groups=groups, curvature=curvature,
                                       normalized=normalized, tau=tau))
+        self.max_step = max_step
+        self._largest: torch.Tensor | None = None  # on the device: no sync per step
 
     def _beta_state(self, group, p) -> dict:
         """The state holding the beta (and v) that governs ``p``."""
@@ -92,10 +97,20 @@ class IDBD(torch.optim.Optimizer):
         else:
             beta.add_(group["meta_lr"] * meta)
         alpha = beta.exp()
+        top = alpha.max()
+        self._largest = top if self._largest is None else torch.maximum(self._largest, top)
         for p, g, c in zip(params, grads, curv):
             h = self.state[p]["h"]
             p.sub_(alpha * g)
             h.mul_(torch.clamp(1 - alpha * c, min=0)).sub_(alpha * g)
+
+    def check(self) -> None:
+        """Raise TrainingDiverged if a step-size ever exceeded ``max_step`` (one sync; call per task)."""
+        if self._largest is not None and not float(self._largest) <= self.max_step:
+            from methods.protocol import TrainingDiverged
+
+            raise TrainingDiverged(f"IDBD step-sizes exploded: largest alpha {float(self._largest):.3g} > "
+                                   f"idbd_max_step {self.max_step:g}; lower idbd_meta_lr or use idbd_normalized")
 
     def step_sizes(self) -> list[torch.Tensor]:
         """Current alpha = exp(beta) per tensor (for logging and tests)."""

@@ -21,5 +21,5 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], p) -> torch.optim.Opti
         return torch.optim.RMSprop(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
     if p.optimizer == "idbd":
         return IDBD(params, lr=p.lr, meta_lr=p.idbd_meta_lr, groups=p.idbd_groups,
-                    curvature=p.idbd_curvature, normalized=p.idbd_normalized)
+                    curvature=p.idbd_curvature, normalized=p.idbd_normalized, max_step=p.idbd_max_step)
     raise ValueError(f"unknown optimizer {p.optimizer!r}; choose sgd, adam, rmsprop or idbd")
