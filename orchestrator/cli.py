@@ -1,11 +1,13 @@
-"""The ``clorch`` command: run, validate, list.
+"""The ``clorch`` command: run, validate, list, report.
 
 Exit codes: 0 success; 1 the study ran but some trials failed (all finished
-results are kept); 2 bad input (nothing was started or written).
+results are kept); 2 bad input (nothing was started or written), or for
+``report`` a study found neither in the results directory nor in MLflow.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from orchestrator.spec import StudyError, load_study
@@ -17,12 +19,22 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a study (embedded Ray and MLflow by default)")
     run.add_argument("study", help="study YAML file")
     run.add_argument("--address", help="Ray cluster address to join (default: start an embedded local Ray)")
+    run.add_argument("--data-root", help="dataset root when the study sets none (default: $CLORCH_DATA_ROOT, else ./data)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a study field, e.g. --set orders.count=3 --set methods.0.params.epochs=2")
     val = sub.add_parser("validate", help="check a study file without running it")
     val.add_argument("study")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     sub.add_parser("list", help="methods and benchmarks with their parameters")
+    rep = sub.add_parser("report", help="write results/<study>/report.md and its figures (and log them to MLflow)")
+    rep.add_argument("study", help="study name (the `name:` of its file)")
+    rep.add_argument("--results-dir", default="results",
+                     help="the study's output_dir; the report reads and writes <results-dir>/<study>/ (default: results)")
+    rep.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                     help="MLflow store: read the study from it when the results directory lacks it, and log the "
+                          "report to the study run (default: $MLFLOW_TRACKING_URI)")
+    rep.add_argument("--experiment", help="MLflow experiment to look in (default: every experiment)")
+    rep.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: 2000)")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -30,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(describe_all())
         return 0
+    if args.command == "report":
+        return _report(args)
     try:
         study = load_study(args.study, args.overrides)
     except StudyError as e:
@@ -39,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         from orchestrator.expand import expand_configs
 
         n = len(expand_configs(study)) * len(study.task_orders()) * len(study.seeds)
-        print(f"{args.study}: ok ({n} trials, {study.num_tasks} tasks per order)")
+        shape = ("a regression stream" if study.kind == "regression_stream"
+                 else f"{study.num_tasks} tasks per order")
+        print(f"{args.study}: ok ({n} trials, {shape})")
         return 0
 
     from orchestrator.cluster import ClusterUnreachable, use_cluster_token
@@ -48,11 +64,29 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.runner import run_study
 
     try:
-        summary = run_study(study, address=args.address)
+        summary = run_study(study, address=args.address, data_root=args.data_root)
     except (FileNotFoundError, ValueError, ClusterUnreachable) as e:  # a dataset missing, no cluster there
         print(f"clorch: {e}", file=sys.stderr)
         return 2
     return 1 if summary["trials_failed"] else 0
+
+
+def _report(args) -> int:
+    from orchestrator.report import report_study
+    from orchestrator.sources import StudyNotFound
+
+    if args.resamples < 1:
+        print("clorch: --resamples must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        report = report_study(args.study, args.results_dir, args.tracking_uri, args.experiment,
+                              n_resamples=args.resamples)
+    except StudyNotFound as e:
+        print(f"clorch: {e}", file=sys.stderr)
+        return 2
+    logged = f"; logged to MLflow run {report.logged_to} under report/" if report.logged_to else ""
+    print(f"report: {report.path} ({len(report.figures)} figures){logged}")
+    return 0
 
 
 if __name__ == "__main__":

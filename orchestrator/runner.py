@@ -8,7 +8,6 @@ trials finish). A failing trial is recorded as failed; the study goes on.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import datasets
 from orchestrator.cluster import connect
-from orchestrator.expand import Config, TrialSpec, expand_configs, expand_trials
+from orchestrator.expand import TrialSpec, expand_configs, expand_trials
 from orchestrator.results import study_dir, write_json, write_trial
 from orchestrator.spec import Study
 from orchestrator.summary import build_summary, format_table, trial_stats
@@ -30,9 +29,10 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
-def build_benchmark(study: Study) -> datasets.Benchmark:
-    entry = datasets.BENCHMARKS.get(study.benchmark.name)
-    return entry.target(study.benchmark_params())
+def build_benchmark(study: Study, data_root: str | None = None) -> datasets.Benchmark:
+    """Load (or reuse) the study's benchmark; raises MissingData naming the files and the fix."""
+    ctx = datasets.LoadContext.resolve(study.data_root, data_root)
+    return datasets.load_benchmark(study.benchmark.name, study.benchmark_params(), ctx)
 
 
 def _trainable(config: dict[str, Any], benchmark: datasets.Benchmark) -> None:
@@ -54,14 +54,18 @@ def _fmt(seconds: float) -> str:
 class StudyRecorder:
     """Collects each trial's rows and writes its record once it ends (driver side)."""
 
-    def __init__(self, trials: list[TrialSpec], num_tasks: int, out: Path, tracker):
+    def __init__(self, trials: list[TrialSpec], num_tasks: int, out: Path, tracker, kind: str = "classification"):
         self.specs = {t.trial_id: t for t in trials}
         self.rows: dict[str, list[dict[str, Any]]] = {t.trial_id: [] for t in trials}
         self.records: dict[str, dict[str, Any]] = {}
-        self.num_tasks, self.out, self.tracker = num_tasks, out, tracker
+        self.final: dict[str, dict[str, Any]] = {}
+        self.num_tasks, self.out, self.tracker, self.kind = num_tasks, out, tracker, kind
         self.started = time.monotonic()
 
     def on_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if "record" in result:  # the trial's own final record
+            self.final[trial_id] = result["record"]
+            return
         keep = ("position", "task_id", "row", "acc_seen", "train_s", "eval_s")
         self.rows[trial_id].append({k: v for k, v in result.items() if k in keep or k.startswith("info_")})
 
@@ -69,10 +73,14 @@ class StudyRecorder:
         if trial_id in self.records:
             return
         rows = self.rows[trial_id]
-        if error is None and len(rows) < self.num_tasks:
-            error = f"trial ended after {len(rows)} of {self.num_tasks} tasks"
-        rec = record(self.specs[trial_id], rows, self.num_tasks,
-                     status="completed" if error is None else "failed", error=error)
+        if error is None and trial_id in self.final:
+            rec = self.final[trial_id]
+        else:
+            if error is None:
+                error = f"trial ended after {len(rows)} of {self.num_tasks} tasks"
+            rec = record(self.specs[trial_id], rows, self.num_tasks, status="failed", error=error)
+            rec["kind"] = self.kind
+        rec["ended_at"] = time.time()  # when the driver saw it end: the report's search-over-time axis
         write_trial(self.out, rec)
         self.tracker.log_trial(rec, trial_stats(rec))
         self.records[trial_id] = rec
@@ -126,14 +134,15 @@ def _error_text(trial) -> str:
             return "trial failed (no error recorded by Ray)"
 
 
-def run_study(study: Study, address: str | None = None) -> dict[str, Any]:
+def run_study(study: Study, address: str | None = None, data_root: str | None = None) -> dict[str, Any]:
     """Run every trial of ``study``; return the summary (also in results/<study>/summary.json)."""
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    from orchestrator.report import report_after_run
     from orchestrator.tracking import StudyTracker
 
-    benchmark = build_benchmark(study)  # a missing dataset fails here, before anything is written
+    benchmark = build_benchmark(study, data_root)  # a missing dataset fails here, before anything is written
     configs = expand_configs(study)
     trials = expand_trials(study, benchmark.default_setting)
     out = study_dir(study.output_dir, study.name)
@@ -151,7 +160,7 @@ def run_study(study: Study, address: str | None = None) -> dict[str, Any]:
           f"{study.resources.gpu:g} GPU per trial", flush=True)
     started = time.monotonic()
     tracker = StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs)
-    recorder = StudyRecorder(trials, benchmark.num_tasks, out, tracker)
+    recorder = StudyRecorder(trials, benchmark.num_tasks, out, tracker, benchmark.kind)
     trainable = tune.with_resources(tune.with_parameters(_trainable, benchmark=benchmark),
                                     {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
     tuner = tune.Tuner(
@@ -176,6 +185,7 @@ def run_study(study: Study, address: str | None = None) -> dict[str, Any]:
     print(format_table(summary))
     print(f"results: {out}/summary.json   MLflow: {study.tracking.uri} (experiment {study.experiment})",
           flush=True)
+    report_after_run(out, study.name, tracker)  # warns, never raises: the results above are already written
     return summary
 
 
@@ -185,4 +195,4 @@ def _trial_name(trial) -> str:
 
 def _study_params(study: Study) -> dict[str, Any]:
     return {"benchmark": study.benchmark.name, "benchmark_params": study.benchmark.params,
-            "orders": study.orders.model_dump(), "seeds": study.seeds, "methods": [m.display for m in study.methods]}
+            "orders": study.orders.model_dump() if study.orders else None, "seeds": study.seeds, "methods": [m.display for m in study.methods]}

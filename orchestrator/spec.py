@@ -178,13 +178,14 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 class Study(Strict):
     name: str
     benchmark: BenchmarkSpec
-    orders: OrdersSpec
+    orders: OrdersSpec | None = Field(None, description="required for classification benchmarks; streams have none")
     methods: list[MethodSpec] = Field(min_length=1)
     seeds: list[int] = Field([0], min_length=1)
     search: SearchSpec = SearchSpec()
     resources: Resources = Resources()
     tracking: Tracking = Tracking()
     output_dir: str = "results"
+    data_root: str | None = Field(None, description="dataset root; else --data-root, else $CLORCH_DATA_ROOT, else ./data")
     evaluate_unseen: bool = Field(False, description="also evaluate tasks not yet learned (forward transfer)")
 
     @field_validator("name")
@@ -214,8 +215,15 @@ class Study(Strict):
     def num_tasks(self) -> int:
         return self.benchmark_params().num_tasks
 
+    @property
+    def kind(self) -> str:
+        """classification | regression_stream, known from the benchmark's Params without loading."""
+        return getattr(datasets.BENCHMARKS.get(self.benchmark.name).params, "kind", "classification")
+
     def task_orders(self) -> list[tuple[int, ...]]:
         t, o = self.num_tasks, self.orders
+        if o is None:
+            return [tuple(range(t))]  # a stream: one "order"
         if isinstance(o, RandomOrders):
             return orders_mod.random_orders(t, o.count, o.seed, o.include_identity)
         if isinstance(o, ExplicitOrders):
@@ -318,6 +326,14 @@ def check_study(study: Study) -> list[tuple[str, Any, str]]:
         problems += _check_params("benchmark.params", entry.params, bench.params, allow_spaces=False)
         if not problems:
             num_tasks = entry.params.model_validate(bench.params).num_tasks
+    kind = getattr(datasets.BENCHMARKS.get(bench.name).params, "kind", "classification") if num_tasks else None
+    if kind == "classification" and study.orders is None:
+        problems.append(("orders", _MISSING, "required for a classification benchmark: e.g. "
+                         "{kind: random, count: 6, seed: 0}; or explicit, apd, latin_square, williams"))
+        num_tasks = None
+    elif kind == "regression_stream" and study.orders is not None:
+        problems.append(("orders", _MISSING, f"{bench.name} is a regression stream: it has no tasks to order; remove orders"))
+        num_tasks = None
     if num_tasks is not None:
         try:
             study.task_orders()
@@ -338,6 +354,13 @@ def check_study(study: Study) -> list[tuple[str, Any, str]]:
             problems.append((f"methods[{i}].name", m.name, f"unknown method; available: {', '.join(methods.METHODS.names())}"))
             continue
         entry = methods.METHODS.get(m.name)
+        method_kinds = getattr(entry.target, "kinds", ("classification",))
+        if kind is not None and kind not in method_kinds:
+            fitting = [n for n in methods.METHODS.names()
+                       if kind in getattr(methods.METHODS.get(n).target, "kinds", ("classification",))]
+            problems.append((f"methods[{i}].name", m.name, f"learns {method_kinds[0]} benchmarks but {bench.name} "
+                             f"is a {kind}; methods for it: {', '.join(fitting)}"))
+            continue
         problems += _check_params(f"methods[{i}].params", entry.params, m.params, allow_spaces=True)
         if m.display in labels:
             problems.append((f"methods[{i}].label", m.label, f"duplicates methods[{labels[m.display]}]; give each entry a distinct label"))

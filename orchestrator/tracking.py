@@ -57,10 +57,14 @@ class StudyTracker:
         params = {"method": record["method"], "order": record["order"], "order_index": record["order_index"],
                   "seed": record["seed"], "setting": record["setting"], **record["params"]}
         metrics: list[Metric] = _metrics(stats or {})
-        for position, row in enumerate(record["matrix"][:record["tasks_done"]]):
+        for window, value in enumerate(record.get("window_mse") or []):  # regression streams
+            metrics += _metrics({"window_mse": value}, step=window)
+        for position, row in enumerate((record["matrix"] or [])[:record["tasks_done"]]):
             metrics += _metrics({f"acc_task_{j}": v for j, v in enumerate(row) if v is not None}, step=position)
         for t in record["timings"]:
             metrics += _metrics({"train_s": t["train_s"], "eval_s": t["eval_s"]}, step=t["position"])
+        for position, info in enumerate(record.get("task_info") or []):  # what the method reported per task
+            metrics += _metrics(info, step=position)
         self.client.log_batch(run, metrics=metrics, params=_params(params),
                               tags=[RunTag("clorch.status", record["status"])])
         self.client.log_dict(run, clean(record), "trial.json")
@@ -71,11 +75,12 @@ class StudyTracker:
 
     def log_config(self, config_id: str, entry: dict[str, Any]) -> None:
         run = self.config_runs[config_id]
-        stats = {k: v for k, v in entry.items() if k not in ("opd_per_task",)}
+        stats = {k: v for k, v in entry.items() if k not in ("opd_per_task", "window_mse_mean")}
         stats.update({f"opd_task_{j}": v for j, v in enumerate(entry.get("opd_per_task") or [])})
         self.client.log_batch(run, metrics=_metrics(stats))
         self.client.log_dict(run, clean(entry), "summary_entry.json")
-        self.client.set_terminated(run, "FINISHED" if entry.get("acc_mean") is not None else "FAILED")
+        ok = entry.get("acc_mean", entry.get("mse_mean")) is not None
+        self.client.set_terminated(run, "FINISHED" if ok else "FAILED")
 
     def finish(self, summary: dict[str, Any], failed: bool) -> None:
         self.client.log_dict(self.study_run, clean(summary), "summary.json")

@@ -96,8 +96,7 @@ def test_ewc_keeps_one_term_whose_gradient_equals_the_sum_over_tasks(digits):
     for t in (0, 1, 2):
         m.learn_task(t, digits.tasks[t].on(CPU, "train"))
         split = digits.tasks[t].on(CPU, "train")
-        n = split.x.shape[0]
-        # same subset the penalty used: the whole task (fisher_samples >= n)
+        # the same samples the penalty used: the whole task (fisher_samples >= its size)
         f = diagonal_fisher(m.net, t, split.x, split.y)
         anchors.append((f, {k: w.detach().clone() for k, w in m.net.named_parameters()}))
     params = dict(m.net.named_parameters())
@@ -236,3 +235,10 @@ def test_finetune_runs_with_idbd_and_every_optimiser_is_selectable(digits):
     assert isinstance(m.optimizer, IDBD)
     sizes = torch.cat([s.flatten() for s in m.optimizer.step_sizes()])
     assert not torch.allclose(sizes, torch.full_like(sizes, 0.05))  # the step-sizes adapted
+
+
+def test_exploding_idbd_step_sizes_end_the_task_with_a_clear_error(digits):
+    m = make("finetune", digits, optimizer="idbd", lr=0.05, idbd_meta_lr=100.0, idbd_groups="scalar",
+             idbd_max_step=1.0, epochs=1)
+    with pytest.raises(methods.TrainingDiverged, match="IDBD step-sizes exploded: largest alpha .* > idbd_max_step 1"):
+        m.learn_task(0, digits.tasks[0].on(CPU, "train"))

@@ -46,9 +46,10 @@ def ray_head(tmp_path):
     yield address
     os.killpg(head.pid, signal.SIGTERM)
     try:
-        head.wait(timeout=30)
-    except subprocess.TimeoutExpired:
+        head.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # the head's children outlive a TERM under --block
         os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=30)
     log.close()
 
 

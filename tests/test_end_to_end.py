@@ -111,6 +111,7 @@ def test_mlflow_trial_runs_hold_order_seed_metrics_and_matrix(finished_study):
             assert run.info.status == "FAILED" and "TrainingDiverged" in run.data.tags["clorch.error"]
             continue
         assert run.info.status == "FINISHED"
+        assert "info_loss_last_epoch" in run.data.metrics  # what the method reported per task
         A = matrix_array(rec)
         assert run.data.metrics["acc"] == pytest.approx(np.nanmean(A[-1]))
         first = rec["order"][0]
@@ -134,3 +135,11 @@ def test_mlflow_config_runs_hold_the_robustness_statistics(finished_study):
         for key in ("acc_mean", "acc_std", "aopd", "mopd", "R"):
             assert run.data.metrics[key] == pytest.approx(e[key])
         assert run.data.params["lr"] == json.dumps(e["params"]["lr"])
+
+
+def test_report_is_written_and_logged_to_the_study_run(finished_study):
+    _, root, _, client = finished_study
+    exp = client.get_experiment_by_name("e2e-exp")
+    study_run = client.search_runs([exp.experiment_id], "tags.`clorch.level` = 'study'")[0].info.run_id
+    assert (root / "results" / "e2e" / "report.md").exists() and \
+        "report/report.md" in {a.path for a in client.list_artifacts(study_run, "report")}

@@ -25,8 +25,10 @@ def spec(order, evaluate_unseen=False, **params):
 
 def test_matrix_columns_are_task_identities_not_positions(digits):
     order = (3, 0, 4, 1, 2)
-    rows = []
-    rec = run_trial(spec(order), digits, report=rows.append)
+    reports = []
+    rec = run_trial(spec(order), digits, report=reports.append)
+    rows, final = reports[:-1], reports[-1]
+    assert final == {"record": rec}  # the driver stores exactly what the trial computed
     A = matrix_array(rec)
     for i in range(5):
         learned = set(order[: i + 1])

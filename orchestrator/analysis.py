@@ -1,0 +1,112 @@
+"""Trial records -> one ``ConfigResult`` per method config: what the report's table and figures show.
+
+The point statistics are orchestrator.summary.config_entry's (the same numbers
+as summary.json and the config runs in MLflow); this module only groups the
+records by config, gives each config a short unique name, and adds what the
+summary does not have: bootstrap intervals over orders for ACC and AOPD, and
+the position effect.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from orchestrator import bootstrap
+from orchestrator.expand import Config
+from orchestrator.position import position_effect
+from orchestrator.summary import config_entry
+from orchestrator.trial import matrix_array
+
+
+@dataclass
+class ConfigResult:
+    config: Config
+    name: str                              # unique and short: the label, or "label #k" within a search
+    entry: dict[str, Any]                  # summary.config_entry: R, ACC/BWT/... mean and std, AOPD, MOPD
+    records: list[dict[str, Any]]          # every trial of the config, failed ones included
+    matrices: list[np.ndarray]             # completed trials only, aligned with ``orders``
+    orders: list[tuple[int, ...]]
+    acc_ci: tuple[float, float]
+    aopd_ci: tuple[float, float]
+    position: dict[str, Any] | None        # orchestrator.position.position_effect; None without trials
+
+    @property
+    def ok(self) -> bool:
+        """At least one completed trial: the config has numbers to show."""
+        return bool(self.matrices)
+
+    def finals(self) -> tuple[list[tuple[int, ...]], np.ndarray]:
+        """Distinct orders and their final accuracies (seeds averaged), as OPD sees them."""
+        return bootstrap.order_finals(self.matrices, self.orders)
+
+
+def configs_from_records(records: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> list[Config]:
+    """The configs the records belong to, in the study's order when a summary gives it.
+
+    ``searched`` (the parameters a search varied) comes from the summary; without
+    one it is the parameters that differ between configs of the same label.
+    """
+    first: dict[str, dict[str, Any]] = {}
+    for r in records:
+        first.setdefault(r["config_id"], r)
+    known = {e["config_id"]: e for e in (summary or {}).get("configs", [])}
+    ids = [cid for cid in known if cid in first]
+    ids += sorted((cid for cid in first if cid not in known), key=lambda c: (first[c]["label"], c))
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for cid in ids:
+        by_label.setdefault(first[cid]["label"], []).append(first[cid]["params"])
+    configs = []
+    for cid in ids:
+        r = first[cid]
+        if cid in known:
+            searched = dict(known[cid].get("searched") or {})
+        else:
+            siblings = by_label[r["label"]]
+            searched = {k: v for k, v in r["params"].items() if any(p.get(k) != v for p in siblings)}
+        configs.append(Config(cid, r["label"], r["method"], r["params"], searched))
+    return configs
+
+
+def display_names(configs: list[Config]) -> list[str]:
+    """The label when it has one config; "label #k" (k from 1) for the configs of a search."""
+    counts: dict[str, int] = {}
+    for c in configs:
+        counts[c.label] = counts.get(c.label, 0) + 1
+    seen: dict[str, int] = {}
+    names = []
+    for c in configs:
+        seen[c.label] = seen.get(c.label, 0) + 1
+        names.append(c.label if counts[c.label] == 1 else f"{c.label} #{seen[c.label]}")
+    return names
+
+
+def analyse(records: list[dict[str, Any]], summary: dict[str, Any] | None = None,
+            n_resamples: int = bootstrap.DEFAULT_RESAMPLES, confidence: float = bootstrap.DEFAULT_CONFIDENCE,
+            seed: int = bootstrap.DEFAULT_SEED) -> list[ConfigResult]:
+    """One ConfigResult per config, in the study's order."""
+    configs = configs_from_records(records, summary)
+    kw = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
+    out = []
+    for config, name in zip(configs, display_names(configs)):
+        mine = [r for r in records if r["config_id"] == config.config_id]
+        done = [r for r in mine if r["status"] == "completed"]
+        matrices = [matrix_array(r) for r in done]
+        orders = [tuple(r["order"]) for r in done]
+        nan = (float("nan"), float("nan"))
+        out.append(ConfigResult(
+            config=config, name=name, entry=config_entry(config, mine), records=mine,
+            matrices=matrices, orders=orders,
+            acc_ci=bootstrap.acc_ci(matrices, orders, **kw) if done else nan,
+            aopd_ci=bootstrap.aopd_ci(matrices, orders, **kw) if done else nan,
+            position=position_effect(matrices, orders, **kw) if done else None))
+    return out
+
+
+def searches(results: list[ConfigResult]) -> list[str]:
+    """Labels (methods as the study names them) that have more than one config: the searches."""
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.config.label] = counts.get(r.config.label, 0) + 1
+    return [label for label, n in counts.items() if n > 1]

@@ -1,0 +1,341 @@
+"""``clorch report``: results/<study>/report.md, its figures, and their copy in MLflow.
+
+The report answers "which method is robust to task order, and by how much"
+with the uncertainty that R orders allow: a comparison table (the summary's
+numbers plus bootstrap intervals over orders), the position effect, and the
+figures of orchestrator.figures. It reads the trial records alone (from the
+results directory or from MLflow, orchestrator.sources), so it can be rebuilt
+at any time, also for a study that ran on a cluster. Only the driver (or the
+``clorch report`` process) writes the MLflow artifacts, under ``report/`` of
+the study run.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from orchestrator import bootstrap, figures
+from orchestrator.analysis import ConfigResult, analyse, searches
+from orchestrator.position import verdict
+from orchestrator.results import study_dir as results_study_dir
+from orchestrator.sources import StudyData, find_study_run, from_results, load_study
+from orchestrator.summary import is_stream
+
+REPORT_FILE = "report.md"
+FIGURES_DIR = "figures"
+ARTIFACT_DIR = "report"
+
+CAPTIONS = {
+    "accuracy_matrix": "Accuracy matrix, mean over each config's trials. Rows: after training the i-th task "
+                       "of the order; columns: the task learned p-th (aligned by position, so that the mean "
+                       "over orders averages the same quantity). The last row is the final accuracy by position.",
+    "final_accuracy_per_task": "Final accuracy of each task (one panel per task identity) across orders, one "
+                               "point per order (seeds averaged). The spread of a config's points is that "
+                               "task's OPD.",
+    "opd_per_task": "OPD per task: max − min over orders of the task's final accuracy.",
+    "acc_vs_aopd": "Robustness frontier: ACC against AOPD; the lines are the bootstrap intervals over orders; "
+                   "circled (and joined by a dashed line): the configs no other config beats on both (higher "
+                   "ACC and lower AOPD). Compare AOPD only between configs with the same R.",
+    "position_effect": "Position effect e(p) with its bootstrap band: above 0, tasks learned at position p end "
+                       "better than their own average over orders.",
+    "search_progress": "Search: each completed trial's ACC against the time it ended, colored by config; the "
+                       "black step is the best ACC so far.",
+}
+
+
+@dataclass
+class Report:
+    path: Path                               # report.md
+    figures: dict[str, Path] = field(default_factory=dict)
+    results: list[ConfigResult] = field(default_factory=list)
+    logged_to: str | None = None             # the MLflow run id the report was logged to
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _num(v: float | None, digits: int = 2) -> str:
+    return "–" if v is None or v != v else f"{v:.{digits}f}"
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None or mean != mean:
+        return "–"
+    return _num(mean) + (f" ± {_num(std)}" if std is not None and std == std else "")
+
+
+def _ci(interval: tuple[float, float]) -> str:
+    lo, hi = interval
+    return "–" if lo != lo else f"[{_num(lo)}, {_num(hi)}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def comparison_rows(results: list[ConfigResult]) -> tuple[list[str], list[list[str]]]:
+    """The comparison table: header and one row of formatted cells per config."""
+    header = ["config", "R", "ACC", "ACC CI", "BWT", "Forgetting", "Task.Acc", "AOPD", "AOPD CI", "MOPD",
+              "failed"]
+    rows = []
+    for r in results:
+        e = r.entry
+        rows.append([r.name, str(e["R"]), _pm(e["acc_mean"], e["acc_std"]), _ci(r.acc_ci),
+                     _pm(e["bwt_mean"], e["bwt_std"]), _pm(e["forgetting_mean"], e["forgetting_std"]),
+                     _pm(e["task_acc_mean"], e["task_acc_std"]), _num(e["aopd"]), _ci(r.aopd_ci),
+                     _num(e["mopd"]), f"{e['trials_failed']}/{e['trials']}"])
+    return header, rows
+
+
+def r_warning(results: list[ConfigResult]) -> str | None:
+    """A warning when configs are compared at different R (OPD grows with R)."""
+    rs = {r.name: r.entry["R"] for r in results if r.ok}
+    if len(set(rs.values())) <= 1:
+        return None
+    listed = ", ".join(f"{name}: R={R}" for name, R in rs.items())
+    return (f"> **Warning: configs are compared at different R** ({listed}). OPD grows with the number "
+            f"of orders, so AOPD and MOPD (and their intervals) are only comparable between configs with "
+            f"the same R. Failed trials reduce a config's R.")
+
+
+def _position_rows(results: list[ConfigResult]) -> tuple[list[str], list[list[str]]]:
+    T = max((len(r.position["curve"]) for r in results if r.position), default=0)
+    header = ["config", "R", "slope (points/position)", "slope CI", "answer"] + [f"e({p})" for p in range(1, T + 1)]
+    rows = []
+    for r in results:
+        if not r.position:
+            rows.append([r.name, "0", "–", "–", "no completed trial"] + ["–"] * T)
+            continue
+        e = r.position
+        rows.append([r.name, str(e["R"]), _num(e["slope"]), _ci((e["slope_lo"], e["slope_hi"])), verdict(e)]
+                    + [_num(v) for v in e["curve"]])
+    return header, rows
+
+
+def _few_orders_note(results: list[ConfigResult]) -> str:
+    smallest = min((r.entry["R"] for r in results if r.ok), default=0)
+    if 0 < smallest < 8:
+        return (f" With as few as R = {smallest} orders there are few distinct resamples: the intervals are "
+                f"rough, and an interval of width 0 only means the orders agreed.")
+    return ""
+
+
+def _configs_section(results: list[ConfigResult]) -> list[str]:
+    header = ["config", "method", "config id", "searched parameters"]
+    rows = [[r.name, r.config.method, f"`{r.config.config_id}`",
+             ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.config.searched.items())
+             or "–"] for r in results]
+    return ["## Configs", "", _table(header, rows), ""]
+
+
+def _failures(data: StudyData) -> list[str]:
+    failed = [r for r in data.records if r["status"] != "completed"]
+    if not failed:
+        return []
+    lines = ["## Failed trials", "", f"{len(failed)} of {len(data.records)} trials failed; their configs' "
+             "numbers use the completed trials only.", ""]
+    for r in failed[:20]:
+        error = (r.get("error") or "").strip().splitlines()
+        lines.append(f"- `{r['trial_id']}`: {error[-1] if error else 'no error recorded'}")
+    if len(failed) > 20:
+        lines.append(f"- ... and {len(failed) - 20} more (see the trial records)")
+    return lines + [""]
+
+
+def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str, str],
+           n_resamples: int, confidence: float, seed: int) -> str:
+    """report.md's text. ``figure_files``: figure name -> path relative to report.md."""
+    summary = data.summary or {}
+    records = data.records
+    T = records[0]["num_tasks"]
+    orders = {tuple(r["order"]) for r in records}
+    seeds = sorted({r["seed"] for r in records})
+    failed = sum(r["status"] != "completed" for r in records)
+    bench = summary.get("benchmark", {}).get("name", "–")
+    pct = f"{confidence * 100:g}%"
+    lines = [
+        f"# Study report: {data.name}", "",
+        f"- source: {data.source}",
+        f"- benchmark: {bench}, {T} tasks, setting {records[0].get('setting', '–')}",
+        f"- {len(orders)} distinct orders × {len(seeds)} seed(s) {seeds} × {len(results)} configs = "
+        f"{len(records)} trials, {failed} failed",
+        f"- generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
+    ]
+    lines += [f"- note: {n}" for n in data.notes]
+    lines += ["## Comparison", ""]
+    warning = r_warning(results)
+    if warning:
+        lines += [warning, ""]
+    lines += [_table(*comparison_rows(results)), "",
+              f"Accuracies in %, BWT/forgetting/OPD in points. ACC, BWT, Forgetting, Task.Acc: mean ± sample "
+              f"std over the config's completed trials. AOPD = mean and MOPD = max over tasks of OPD (max − "
+              f"min of a task's final accuracy over the R orders; seeds of an order averaged first). "
+              f"CI: {pct} percentile bootstrap interval over orders ({n_resamples} resamples of the R orders "
+              f"with replacement, seed {seed}). A resample can only narrow a range, so the AOPD interval sits "
+              f"at or below AOPD and can exclude it: read it as how much AOPD moves with the orders drawn, "
+              f"and take AOPD from few orders as optimistic." + _few_orders_note(results), ""]
+    ranked = [r for r in results if r.ok and r.entry["aopd"] is not None and r.entry["acc_mean"] is not None]
+    if ranked:
+        best = figures.frontier([(r.entry["aopd"], r.entry["acc_mean"]) for r in ranked])
+        lines += [f"Robustness frontier (no other config has both a higher ACC and a lower AOPD): "
+                  f"{', '.join(ranked[i].name for i in best)}.", ""]
+    lines += _configs_section(results)
+    lines += ["## Position effect", "",
+              "Does learning a task later help or hurt it? For each order r and task j, d = final accuracy of "
+              "j under r − mean of j's final accuracy over the orders (removes task difficulty). e(p) = mean "
+              "of d over the tasks learned at position p (1 = first); slope = least-squares slope of d "
+              "against the task's position relative to its own mean position (a within-task regression), in "
+              f"points per position. CI: {pct} bootstrap over orders as above; the "
+              "answer is 'later helps' / 'later hurts' when the slope's interval excludes 0.", "",
+              _table(*_position_rows(results)), ""]
+    if "position_effect" in figure_files:
+        lines += [f"![position effect]({figure_files['position_effect']})", "", CAPTIONS["position_effect"], ""]
+    lines += ["## Figures", ""]
+    for name in ("accuracy_matrix", "final_accuracy_per_task", "opd_per_task", "acc_vs_aopd"):
+        if name in figure_files:
+            lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({figure_files[name]})", "",
+                      CAPTIONS[name], ""]
+    lines += ["## Search", ""]
+    searched = searches(results)
+    if "search_progress" in figure_files:
+        lines += [f"Searches (methods with more than one config): {', '.join(searched)}.", "",
+                  f"![search progress]({figure_files['search_progress']})", "", CAPTIONS["search_progress"], ""]
+        for label in searched:
+            ok = [r for r in results if r.config.label == label and r.ok]
+            if ok:
+                best = max(ok, key=lambda r: r.entry["acc_mean"])
+                lines.append(f"- best {label} by ACC: {best.name} (ACC {_pm(best.entry['acc_mean'], best.entry['acc_std'])}, "
+                             f"AOPD {_num(best.entry['aopd'])})")
+        lines.append("")
+    else:
+        lines += ["No search in this study (every method has one config): the objective-per-trial figure is "
+                  "skipped.", ""]
+    lines += _failures(data)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_report(data: StudyData, out_dir: Path, n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
+                 confidence: float = bootstrap.DEFAULT_CONFIDENCE, seed: int = bootstrap.DEFAULT_SEED) -> Report:
+    """Write ``out_dir``/report.md and ``out_dir``/figures/*.png from ``data``; return what was written."""
+    streams = [r for r in data.records if is_stream(r)]
+    if streams:  # regression streams have no task orders: nothing here applies to them
+        data = StudyData(data.name, [r for r in data.records if not is_stream(r)], data.summary, data.source,
+                         data.study_run_id, data.notes + [f"{len(streams)} regression-stream trials left out "
+                                                          "(no task orders; their numbers are in summary.json)"])
+    if not data.records:
+        return _write_stream_report(data, streams, out_dir)
+    results = analyse(data.records, data.summary, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    fig_dir = out_dir / FIGURES_DIR
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    wanted = [n for n in figures.FIGURES if n != "search_progress" or searches(results)]
+    if not any(r.ok for r in results):
+        wanted = []  # nothing completed: the report says so through its table and failures
+    written: dict[str, Path] = {}
+    for name in figures.FIGURES:
+        path = fig_dir / f"{name}.png"
+        if name not in wanted:
+            path.unlink(missing_ok=True)  # a figure of an earlier report that no longer applies
+            continue
+        figures.FIGURES[name](results).savefig(path, dpi=110)
+        written[name] = path
+    text = render(data, results, {n: f"{FIGURES_DIR}/{p.name}" for n, p in written.items()},
+                  n_resamples, confidence, seed)
+    return Report(_write_text(out_dir / REPORT_FILE, text), written, results)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def _write_stream_report(data: StudyData, records: list[dict[str, Any]], out_dir: Path) -> Report:
+    """A regression-stream study: no task orders, so no order statistics; the squared-error
+    table, each method's best config, and what the best configs' step-sizes learned."""
+    from orchestrator.stream_figures import step_size_figure
+    from orchestrator.summary import format_table
+
+    lines = [f"# Study report: {data.name}", "", f"- source: {data.source}",
+             f"- {len(records)} regression-stream trials (no task orders: the order-robustness "
+             "statistics do not apply)", ""]
+    if data.summary:
+        lines += ["## Mean squared error", "", "```", format_table(data.summary), "```", ""]
+    written: dict[str, Path] = {}
+    fig = step_size_figure(data.summary or {}, records) if data.summary else None
+    if fig is not None:
+        path = out_dir / FIGURES_DIR / "step_sizes.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        written["step_sizes"] = path
+        lines += ["## Learned step-sizes", "",
+                  "Best config of each method (lowest mean squared error), step-size traces averaged over "
+                  "seeds. Weight-flipping: relevant (flipping) against irrelevant (constant) weights; "
+                  "rate-tracking: against the optimal alpha*.", "", f"![step sizes]({FIGURES_DIR}/step_sizes.png)", ""]
+    return Report(_write_text(out_dir / REPORT_FILE, "\n".join(lines)), written)
+
+
+def log_report(client, run_id: str, report: Report) -> None:
+    """report.md and the figures as artifacts of the study run, under report/ (figures under report/figures/)."""
+    client.log_artifact(run_id, str(report.path), ARTIFACT_DIR)
+    for path in report.figures.values():
+        client.log_artifact(run_id, str(path), f"{ARTIFACT_DIR}/{FIGURES_DIR}")
+    report.logged_to = run_id
+
+
+def report_study(name: str, results_dir: str | Path = "results", tracking_uri: str | None = None,
+                 experiment: str | None = None, n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
+                 seed: int = bootstrap.DEFAULT_SEED) -> Report:
+    """``clorch report``: load (results dir, else MLflow), write results/<study>/report.md, log when a URI is known.
+
+    Raises sources.StudyNotFound when neither source has the study.
+    """
+    out = results_study_dir(results_dir, name)
+    data = load_study(name, out, tracking_uri, experiment)
+    report = write_report(data, out, n_resamples=n_resamples, seed=seed)
+    if tracking_uri:
+        from mlflow import MlflowClient
+
+        run_id = data.study_run_id
+        if run_id is None:
+            found = find_study_run(tracking_uri, name, experiment)
+            run_id = found.info.run_id if found else None
+        if run_id is None:
+            print(f"clorch: warning: no study run of '{name}' in MLflow {tracking_uri}; the report is not "
+                  f"logged there", file=sys.stderr)
+        else:
+            log_report(MlflowClient(tracking_uri=tracking_uri), run_id, report)
+    return report
+
+
+def report_after_run(out: Path, study_name: str, tracker: Any) -> Report | None:
+    """The end of ``clorch run``: write and log the report; a failure only warns (the results are kept)."""
+    retry = f"retry with: clorch report {study_name} --results-dir {out.parent}"
+    try:
+        data = from_results(out, study_name)
+        if data is None:
+            raise FileNotFoundError(f"no trial records in {out / 'trials'}")
+        data.study_run_id = tracker.study_run
+        report = write_report(data, out)
+    except Exception as e:  # noqa: BLE001 - the study's results are written; a report is not worth losing them
+        print(f"clorch: warning: the report failed ({type(e).__name__}: {e}); the study's results are "
+              f"complete in {out}; {retry}", file=sys.stderr, flush=True)
+        return None
+    try:
+        log_report(tracker.client, tracker.study_run, report)
+    except Exception as e:  # noqa: BLE001 - same: the report is on disk
+        print(f"clorch: warning: the report is written to {report.path} but logging it to MLflow failed "
+              f"({type(e).__name__}: {e}); {retry} --tracking-uri URI", file=sys.stderr, flush=True)
+        return report
+    print(f"report: {report.path} (and MLflow run {tracker.study_run}, artifacts under {ARTIFACT_DIR}/)",
+          flush=True)
+    return report
