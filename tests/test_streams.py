@@ -122,3 +122,22 @@ def test_a_stream_study_through_ray_and_mlflow(ray_local, tmp_path, capsys):
     assert len(runs) == 6
     history = client.get_metric_history(runs[0].info.run_id, "window_mse")
     assert len(history) == 100
+
+
+def test_rate_tracking_figure_draws_one_seeds_trace_against_its_alpha_star():
+    from orchestrator.stream_figures import step_size_figure
+
+    def rec(seed, level):
+        return {"status": "completed", "label": "linear_idbd", "config_id": "c1", "seed": seed,
+                "step_trace": [[level], [level * 2]], "trace_every": 5,
+                "truth": {"alpha_star": [0.5, 0.7]}}
+
+    summary = {"best": {"linear_idbd": {"config_id": "c1"}}}
+    fig = step_size_figure(summary, [rec(0, 0.1), rec(1, 0.4)])
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"linear_idbd", "alpha* (optimal)"}
+    assert list(lines["linear_idbd"].get_ydata()) == [0.1, 0.2]  # seed 0's own trace, not an average
+    assert list(lines["linear_idbd"].get_xdata()) == [0, 5]
+    assert list(lines["alpha* (optimal)"].get_ydata()) == [0.5, 0.7]
+    assert ax.get_yscale() == "log" and "seed 0" in ax.get_title()
