@@ -69,10 +69,14 @@ def build_summary(study_name: str, meta: dict[str, Any], configs: list[Config],
 
 def best_per_label(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per method label, the config with the best mean objective over the same trials that
-    produced it (highest ACC; lowest MSE for streams). Searching and reporting on the same
-    orders and seeds flatters the winner: re-run it on fresh ones for an unbiased estimate."""
+    produced it (highest ACC; lowest MSE for streams). Only configs whose every trial
+    completed are eligible: a mean over the survivors would flatter a config that diverged
+    on some orders or seeds. Searching and reporting on the same orders and seeds flatters
+    the winner too: re-run it on fresh ones for an unbiased estimate."""
     best: dict[str, dict[str, Any]] = {}
     for e in entries:
+        if e["trials_failed"]:
+            continue
         stream = e.get("kind") == "regression_stream"
         value = e.get("mse_mean") if stream else e.get("acc_mean")
         if value is None or value != value:

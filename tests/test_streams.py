@@ -114,6 +114,9 @@ def test_a_stream_study_through_ray_and_mlflow(ray_local, tmp_path, capsys):
     assert entries["oracle_sgd{}"]["seeds"] == 2 and entries["oracle_sgd{}"]["mse_mean"] < 2
     failed = entries["linear_idbd{}"]
     assert failed["trials_failed"] == 2 and failed["mse_mean"] is None
+    assert set(summary["best"]) == {"linear_sgd", "oracle_sgd"}  # a config that lost trials is never "best"
+    assert summary["best"]["linear_sgd"]["value"] == min(
+        e["mse_mean"] for e in summary["configs"] if e["label"] == "linear_sgd")
     trial = json.loads(next((tmp_path / "results" / "wf" / "trials").glob("linear_idbd*")).read_text())
     assert "TrainingDiverged" in trial["error"] and "lower the step-size" in trial["error"]
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
