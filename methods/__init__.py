@@ -11,5 +11,7 @@ from methods import finetune as _finetune  # noqa: F401
 from methods import ewc as _ewc  # noqa: F401
 from methods import joint as _joint  # noqa: F401
 from methods import stream_learners as _stream_learners  # noqa: F401
+from methods import resnet as _resnet  # noqa: F401
+from methods import update_magnitude as _update_magnitude  # noqa: F401
 
 __all__ = ["METHODS", "Method", "MethodContext", "TrainingDiverged", "seed_everything"]

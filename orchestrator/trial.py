@@ -53,7 +53,8 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
         info = {}
         if position == 0 and learn_all is not None:
             info = learn_all({j: task.on(device, "train") for j, task in enumerate(benchmark.tasks)})
-        info.update(method.learn_task(task_id, benchmark.tasks[task_id].on(device, "train")))
+        info.update(method.learn_task(task_id, benchmark.tasks[task_id].on(device, "train"),
+                                      **_validation(method, benchmark.tasks[task_id], device)))
         _sync(device)
         trained = time.perf_counter()
         targets = range(T) if spec.evaluate_unseen else spec.order[:position + 1]
@@ -73,6 +74,17 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
     if report is not None:
         report({"record": rec})
     return rec
+
+
+def _validation(method, task, device: torch.device) -> dict[str, Any]:
+    """``val=`` for methods that declare ``uses_validation = True`` (HALRP's Fisher uses it).
+
+    Their ``learn_task(task_id, data, val=None)`` gets the task's held-out split,
+    or None when the benchmark has none (val_fraction 0); other methods get nothing extra.
+    """
+    if not getattr(method, "uses_validation", False):
+        return {}
+    return {"val": task.on(device, "val") if task.x_val is not None else None}
 
 
 STREAM_WINDOWS = 100
