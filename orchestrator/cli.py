@@ -22,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data-root", help="dataset root when the study sets none (default: $CLORCH_DATA_ROOT, else ./data)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a study field, e.g. --set orders.count=3 --set methods.0.params.epochs=2")
+    run.add_argument("--resume", action="store_true",
+                     help="continue an interrupted study: keep its finished trials (no rerun, no second MLflow "
+                          "run), start unfinished ones from their last checkpoint")
     val = sub.add_parser("validate", help="check a study file without running it")
     val.add_argument("study")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -52,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         from orchestrator.expand import expand_configs
 
-        n = len(expand_configs(study)) * len(study.task_orders()) * len(study.seeds)
+        from orchestrator.expand import is_adaptive
+
+        searched = sum(is_adaptive(study, i) for i in range(len(study.methods)))
+        n = (len(expand_configs(study)) + searched * study.search.num_samples) * len(study.task_orders()) \
+            * len(study.seeds)
         shape = ("a regression stream" if study.kind == "regression_stream"
                  else f"{study.num_tasks} tasks per order")
         print(f"{args.study}: ok ({n} trials, {shape})")
@@ -64,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.runner import run_study
 
     try:
-        summary = run_study(study, address=args.address, data_root=args.data_root)
+        summary = run_study(study, address=args.address, data_root=args.data_root, resume=args.resume)
     except (FileNotFoundError, ValueError, ClusterUnreachable) as e:  # a dataset missing, no cluster there
         print(f"clorch: {e}", file=sys.stderr)
         return 2

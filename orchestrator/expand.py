@@ -68,31 +68,59 @@ def _config_id(label: str, params: dict[str, Any]) -> str:
     return f"{label}-{digest}"
 
 
+def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A method entry's params -> (fixed values, search spaces)."""
+    fixed, spaces = {}, {}
+    for key, value in params.items():
+        space = as_search_space(value)
+        if space is None:
+            fixed[key] = value
+        else:
+            spaces[key] = space
+    return fixed, spaces
+
+
+def make_config(study: Study, method_index: int, searched: dict[str, Any]) -> Config:
+    """The config of method entry ``method_index`` with ``searched`` values for its spaces."""
+    m = study.methods[method_index]
+    fixed, _ = split_params(m.params)
+    full = methods.METHODS.get(m.name).params.model_validate({**fixed, **searched}).model_dump(mode="json")
+    return Config(_config_id(m.display, full), m.display, m.name, full, dict(searched))
+
+
+def is_adaptive(study: Study, method_index: int) -> bool:
+    """Searched by Optuna as the study runs (its configs are not known up front)."""
+    return study.search.algorithm == "optuna" and bool(split_params(study.methods[method_index].params)[1])
+
+
 def expand_configs(study: Study) -> list[Config]:
+    """Every config known before the study runs.
+
+    grid: grid params crossed, other spaces drawn ``num_samples`` times per grid
+    point. random: ``num_samples`` configs, every space (grids too) sampled.
+    optuna: only the entries without spaces (Optuna proposes the others as it goes).
+    """
     configs: list[Config] = []
+    seen: set[str] = set()
     for index, m in enumerate(study.methods):
-        params_model = methods.METHODS.get(m.name).params
-        fixed, grids, randoms = {}, {}, {}
-        for key, value in m.params.items():
-            space = as_search_space(value)
-            if space is None:
-                fixed[key] = value
-            elif isinstance(space, Grid):
-                grids[key] = space.grid
-            else:
-                randoms[key] = _tune_domain(space)
+        if is_adaptive(study, index):
+            continue
+        _, spaces = split_params(m.params)
+        grids = {k: v.grid for k, v in spaces.items() if isinstance(v, Grid)}
+        randoms = {k: _tune_domain(v) for k, v in spaces.items() if not isinstance(v, Grid)}
+        if study.search.algorithm != "grid":  # random search samples grid values too
+            randoms.update({k: _tune_domain(Choice(choice=v)) for k, v in grids.items()})
+            grids = {}
         rng = np.random.default_rng([study.search.seed, index])
         draws = study.search.num_samples if randoms else 1
-        seen: set[str] = set()
         for combo in itertools.product(*grids.values()):
             for _ in range(draws):
                 searched = dict(zip(grids, combo))
                 searched.update({k: _plain(d.sample(random_state=rng)) for k, d in randoms.items()})
-                full = params_model.model_validate({**fixed, **searched}).model_dump(mode="json")
-                cid = _config_id(m.display, full)
-                if cid not in seen:  # a choice may draw the same config twice
-                    seen.add(cid)
-                    configs.append(Config(cid, m.display, m.name, full, searched))
+                config = make_config(study, index, searched)
+                if config.config_id not in seen:  # a choice may draw the same config twice
+                    seen.add(config.config_id)
+                    configs.append(config)
     return configs
 
 
@@ -100,16 +128,21 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def expand_trials(study: Study, default_setting: str) -> list[TrialSpec]:
-    """``default_setting``: the benchmark's own, used unless the study names one."""
-    setting = study.benchmark.setting or default_setting
-    trials = []
-    for config in expand_configs(study):
-        for r, order in enumerate(study.task_orders()):
-            for seed in study.seeds:
-                trials.append(TrialSpec(
-                    trial_id=f"{config.config_id}-o{r}-s{seed}", config_id=config.config_id,
-                    label=config.label, method=config.method, params=config.params, order=order,
-                    order_index=r, seed=seed, setting=setting, evaluate_unseen=study.evaluate_unseen))
-    return trials
+def trials_for(config: Config, orders: list[tuple[int, ...]], seeds: list[int], setting: str,
+               evaluate_unseen: bool, tag: str = "o") -> list[TrialSpec]:
+    """One trial per (order, seed). ``tag`` "o" for the study's orders, "f" for the fresh re-run orders."""
+    return [TrialSpec(trial_id=f"{config.config_id}-{tag}{r}-s{seed}", config_id=config.config_id,
+                      label=config.label, method=config.method, params=config.params, order=order,
+                      order_index=r, seed=seed, setting=setting, evaluate_unseen=evaluate_unseen)
+            for r, order in enumerate(orders) for seed in seeds]
 
+
+def setting_of(study: Study, default_setting: str) -> str:
+    return study.benchmark.setting or default_setting
+
+
+def expand_trials(study: Study, default_setting: str) -> list[TrialSpec]:
+    """The trials known up front; ``default_setting``: the benchmark's own, unless the study names one."""
+    setting = setting_of(study, default_setting)
+    return [t for config in expand_configs(study)
+            for t in trials_for(config, study.task_orders(), study.seeds, setting, study.evaluate_unseen)]

@@ -1,32 +1,47 @@
 """Run a study on Ray Tune: embedded local Ray by default, a cluster with --address.
 
 The driver validates, loads the benchmark once and puts it in the object
-store, hands Tune the fixed list of (config x order x seed) trials, and is
-the only writer of results files and MLflow runs (through a Tune callback, as
-trials finish). A failing trial is recorded as failed; the study goes on.
+store, and runs up to three kinds of Tune runs, one after another:
+
+1. the trials known up front (grid/random configs x orders x seeds);
+2. per method entry searched by Optuna, an order-aggregating TPE search;
+3. with ``search.final_orders``, each searched method's best config re-run on
+   fresh orders (its unbiased estimate).
+
+It is the only writer of results files and MLflow runs (through a Tune
+callback, as trials finish). Every trial checkpoints after each task; a trial
+whose worker dies is retried from its last finished task (``retries``), and
+``resume=True`` continues an interrupted study: finished trials are kept,
+unfinished ones start from their last checkpoint. A failing trial is recorded
+as failed; the study goes on.
 """
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import datasets
+from orchestrator import checkpoint_store
 from orchestrator.cluster import connect
-from orchestrator.expand import TrialSpec, expand_configs, expand_trials
-from orchestrator.results import study_dir, write_json, write_trial
+from orchestrator.expand import (Config, TrialSpec, expand_configs, is_adaptive, make_config, setting_of,
+                                 split_params, trials_for)
+from orchestrator.objective import describe, objective_value
+from orchestrator.recorder import StudyRecorder
+from orchestrator.results import read_trials, study_dir, write_json
 from orchestrator.spec import Study
-from orchestrator.summary import build_summary, format_table, trial_stats
-from orchestrator.trial import record
-
+from orchestrator.summary import build_summary, format_table
 
 # Tune's JSON logger is kept (its result.json is what Tune's analysis reads);
 # CSV and TensorBoard would only duplicate our records, and TensorBoard warns
 # on list-valued rows.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+FRESH = "@fresh"  # suffix of the label and config id of a best config re-run on fresh orders
 
 
 def build_benchmark(study: Study, data_root: str | None = None) -> datasets.Benchmark:
@@ -36,64 +51,35 @@ def build_benchmark(study: Study, data_root: str | None = None) -> datasets.Benc
 
 
 def _trainable(config: dict[str, Any], benchmark: datasets.Benchmark) -> None:
-    """Runs inside a Tune worker process."""
+    """Runs inside a Tune worker process: one trial, checkpointed after every task."""
     import torch
     from ray import tune
 
+    from orchestrator.checkpoint import load_state, save_state
     from orchestrator.trial import pick_device, run_trial
 
     torch.set_num_threads(max(1, int(config["cpu"])))
-    spec = TrialSpec.from_dict(config["trial"])
-    run_trial(spec, benchmark, report=tune.report, device=pick_device(config["gpu"]))
+    unit = config["unit"]
+    spec = TrialSpec.from_dict(unit["trial"])
+    checkpoint = tune.get_checkpoint()  # set when Tune retries this trial after its worker died
+    if checkpoint is None and unit.get("resume_from"):  # --resume: the last checkpoint of an earlier run
+        checkpoint = tune.Checkpoint(unit["resume_from"])
+    resume = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume = load_state(directory)
 
-
-def _fmt(seconds: float) -> str:
-    return str(timedelta(seconds=round(seconds)))
-
-
-class StudyRecorder:
-    """Collects each trial's rows and writes its record once it ends (driver side)."""
-
-    def __init__(self, trials: list[TrialSpec], num_tasks: int, out: Path, tracker, kind: str = "classification"):
-        self.specs = {t.trial_id: t for t in trials}
-        self.rows: dict[str, list[dict[str, Any]]] = {t.trial_id: [] for t in trials}
-        self.records: dict[str, dict[str, Any]] = {}
-        self.final: dict[str, dict[str, Any]] = {}
-        self.num_tasks, self.out, self.tracker, self.kind = num_tasks, out, tracker, kind
-        self.started = time.monotonic()
-
-    def on_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if "record" in result:  # the trial's own final record
-            self.final[trial_id] = result["record"]
+    def report(row: dict[str, Any]) -> None:
+        state = row.pop("checkpoint", None)
+        if state is None:
+            tune.report(row)
             return
-        keep = ("position", "task_id", "row", "acc_seen", "train_s", "eval_s")
-        self.rows[trial_id].append({k: v for k, v in result.items() if k in keep or k.startswith("info_")})
+        with tempfile.TemporaryDirectory() as directory:
+            save_state(directory, state)
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    def on_end(self, trial_id: str, error: str | None) -> None:
-        if trial_id in self.records:
-            return
-        rows = self.rows[trial_id]
-        if error is None and trial_id in self.final:
-            rec = self.final[trial_id]
-        else:
-            if error is None:
-                error = f"trial ended after {len(rows)} of {self.num_tasks} tasks"
-            rec = record(self.specs[trial_id], rows, self.num_tasks, status="failed", error=error)
-            rec["kind"] = self.kind
-        rec["ended_at"] = time.time()  # when the driver saw it end: the report's search-over-time axis
-        write_trial(self.out, rec)
-        self.tracker.log_trial(rec, trial_stats(rec))
-        self.records[trial_id] = rec
-        self._progress(rec)
-
-    def _progress(self, rec: dict[str, Any]) -> None:
-        done, total = len(self.records), len(self.specs)
-        failed = sum(r["status"] != "completed" for r in self.records.values())
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / done * (total - done)
-        note = f"  FAILED {rec['trial_id']}: {rec['error'].splitlines()[-1]}" if rec["status"] != "completed" else ""
-        print(f"[{done}/{total} trials{f', {failed} failed' if failed else ''}] elapsed {_fmt(elapsed)}, "
-              f"ETA {_fmt(eta)}{note}", flush=True)
+    run_trial(spec, benchmark, report=report, device=pick_device(config["gpu"]), resume=resume,
+              checkpoints=benchmark.kind == "classification")
 
 
 def _tune_callback(recorder: StudyRecorder):
@@ -101,13 +87,13 @@ def _tune_callback(recorder: StudyRecorder):
 
     class Callback(tune.Callback):
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            recorder.on_result(trial.config["trial"]["trial_id"], result)
+            recorder.on_result(trial.config["unit"]["trial"], result)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            recorder.on_end(trial.config["trial"]["trial_id"], None)
+            recorder.on_end(trial.config["unit"]["trial"], None)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            recorder.on_end(trial.config["trial"]["trial_id"], _error_text(trial))
+            recorder.on_end(trial.config["unit"]["trial"], _error_text(trial))
 
     return Callback()
 
@@ -129,26 +115,147 @@ def _error_text(trial) -> str:
         try:
             with open(trial.error_file) as f:
                 lines = [ln for ln in f.read().strip().splitlines() if ln.strip()]
-            return lines[-1] if lines else "trial failed (empty error file)"
-        except OSError:
+            return lines[-1] if lines else "trial failed (no error recorded by Ray)"
+        except (OSError, TypeError):
             return "trial failed (no error recorded by Ray)"
 
 
-def run_study(study: Study, address: str | None = None, data_root: str | None = None) -> dict[str, Any]:
-    """Run every trial of ``study``; return the summary (also in results/<study>/summary.json)."""
-    from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
+def _trial_name(trial) -> str:
+    return trial.config["unit"]["trial"]["trial_id"]
 
+
+class TuneRuns:
+    """Starts the study's Tune runs with one trainable, one storage and one recorder."""
+
+    def __init__(self, study: Study, benchmark: datasets.Benchmark, recorder: StudyRecorder, storage: str,
+                 lineage: checkpoint_store.Lineage):
+        from ray import tune
+
+        self.study, self.benchmark, self.recorder, self.storage, self.lineage = study, benchmark, recorder, storage, lineage
+        self.trainable = tune.with_resources(tune.with_parameters(_trainable, benchmark=benchmark),
+                                             {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
+        self.deadline = (time.monotonic() + study.search.time_budget_s) if study.search.time_budget_s else None
+        self.checkpoints = lineage.latest_checkpoints()  # trial id -> (path, tasks done) from earlier runs
+
+    def remaining_s(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def unit(self, spec: TrialSpec) -> dict[str, Any]:
+        found = self.checkpoints.get(spec.trial_id)
+        return {"trial": spec.to_dict(), "resume_from": found[0] if found else None}
+
+    def _fit(self, phase: str, num_samples: int, param_space: dict[str, Any], search_alg=None) -> None:
+        from ray import tune
+        from ray.tune.logger import JsonLoggerCallback
+
+        from orchestrator.search import asha
+
+        study = self.study
+        scheduler = asha(study, self.benchmark.num_tasks) if study.search.scheduler.kind == "asha" else None
+        name = self.lineage.new_experiment(phase)
+        tuner = tune.Tuner(
+            self.trainable,
+            param_space={**param_space, "cpu": study.resources.cpu, "gpu": study.resources.gpu},
+            tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                                        max_concurrent_trials=study.search.max_concurrent,
+                                        time_budget_s=self.remaining_s(), reuse_actors=True,
+                                        trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+            run_config=tune.RunConfig(name=name, storage_path=self.storage, verbose=0,
+                                      callbacks=[JsonLoggerCallback(), _tune_callback(self.recorder)],
+                                      failure_config=tune.FailureConfig(max_failures=study.retries),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
+        self.recorder.stop_reason = ("stopped early by ASHA" if scheduler is not None else "stopped") + \
+            (" or by the time budget" if self.deadline is not None else "")
+        tuner.fit()
+
+    def budget_spent(self) -> bool:
+        left = self.remaining_s()
+        return left is not None and left <= 0
+
+    def run_fixed(self, phase: str, trials: list[TrialSpec]) -> None:
+        """A fixed list of trials (a grid of whole trial specs)."""
+        from ray import tune
+
+        if not trials:
+            return
+        self.recorder.expect(len(trials))
+        if not self.budget_spent():
+            self._fit(phase, 1, {"unit": tune.grid_search([self.unit(t) for t in trials])})
+        for t in trials:  # a trial Tune never ran still gets a record
+            self.recorder.not_run(t, "not run: the time budget was spent" if self.budget_spent()
+                                  else "trial did not run")
+
+    def run_optuna(self, method_index: int, setting: str) -> None:
+        """TPE over one method entry; each suggestion runs on every order and seed."""
+        from orchestrator.search import order_searcher
+
+        study = self.study
+        _, spaces = split_params(study.methods[method_index].params)
+        orders, seeds = study.task_orders(), study.seeds
+        members = len(orders) * len(seeds)
+        label = study.methods[method_index].display
+        evaluated = self._finished_configs(label, spaces, members)
+        todo = study.search.num_samples - len(evaluated)
+        if todo <= 0 or self.budget_spent():
+            return
+
+        def expand(searched: dict[str, Any]) -> list[dict[str, Any]]:
+            config = make_config(study, method_index, searched)
+            self.recorder.add_config(config)
+            return [{"unit": self.unit(t)} for t in trials_for(config, orders, seeds, setting, study.evaluate_unseen)]
+
+        searcher = order_searcher(study, method_index, spaces, expand, evaluated)
+        self.recorder.expect(todo * members)
+        self._fit(f"optuna-{method_index}", todo * members, {}, search_alg=searcher)
+
+    def _finished_configs(self, label: str, spaces: dict[str, Any], members: int) -> list[tuple[dict, float]]:
+        """Configs of this entry that finished on every order in an earlier run: Optuna's warm start."""
+        by_config: dict[str, list[dict[str, Any]]] = {}
+        for rec in self.recorder.previous.values():
+            if rec["label"] == label:  # the fresh re-runs carry the label + FRESH
+                by_config.setdefault(rec["config_id"], []).append(rec)
+        out = []
+        for recs in by_config.values():
+            if len(recs) == members:
+                value = objective_value(self.study.search.objective, recs)
+                if value == value:
+                    out.append(({k: recs[0]["params"][k] for k in spaces}, value))
+        return out
+
+
+def _previous_records(out: Path, resume: bool) -> dict[str, dict[str, Any]]:
+    """--resume: the trial records already written. A fresh run starts over: old records are removed."""
+    if resume:
+        return {r["trial_id"]: r for r in read_trials(out)}
+    trials_dir = out / "trials"
+    if trials_dir.is_dir() and any(trials_dir.glob("*.json")):
+        n = len(list(trials_dir.glob("*.json")))
+        shutil.rmtree(trials_dir)
+        print(f"starting over: removed {n} trial records of an earlier run in {trials_dir} "
+              "(clorch run --resume continues a study instead)", flush=True)
+    return {}
+
+
+def run_study(study: Study, address: str | None = None, data_root: str | None = None,
+              resume: bool = False) -> dict[str, Any]:
+    """Run every trial of ``study``; return the summary (also in results/<study>/summary.json)."""
     from orchestrator.report import report_after_run
     from orchestrator.tracking import StudyTracker
 
     benchmark = build_benchmark(study, data_root)  # a missing dataset fails here, before anything is written
+    setting = setting_of(study, benchmark.default_setting)
     configs = expand_configs(study)
-    trials = expand_trials(study, benchmark.default_setting)
+    orders = study.task_orders()
+    trials = [t for c in configs for t in trials_for(c, orders, study.seeds, setting, study.evaluate_unseen)]
+    searched = [i for i in range(len(study.methods)) if is_adaptive(study, i)]
     out = study_dir(study.output_dir, study.name)
-    print(f"study {study.name}: {len(configs)} configs x {len(study.task_orders())} orders x "
-          f"{len(study.seeds)} seeds = {len(trials)} trials on {benchmark.name} "
-          f"({benchmark.num_tasks} tasks)", flush=True)
+    members = len(orders) * len(study.seeds)
+    planned = len(trials) + len(searched) * study.search.num_samples * members
+    print(f"study {study.name}: {planned} trials on {benchmark.name} ({benchmark.num_tasks} tasks): "
+          f"{len(configs)} configs x {len(orders)} orders x {len(study.seeds)} seeds"
+          + (f", plus Optuna TPE over {len(searched)} method(s), {study.search.num_samples} configs each"
+             if searched else ""), flush=True)
 
     connect(address)
     import ray
@@ -159,25 +266,37 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     print(f"{where}: {cpus:g} CPUs, {gpus:g} GPUs; {study.resources.cpu:g} CPU / "
           f"{study.resources.gpu:g} GPU per trial", flush=True)
     started = time.monotonic()
-    tracker = StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs)
-    recorder = StudyRecorder(trials, benchmark.num_tasks, out, tracker, benchmark.kind)
-    trainable = tune.with_resources(tune.with_parameters(_trainable, benchmark=benchmark),
-                                    {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"trial": tune.grid_search([t.to_dict() for t in trials]),
-                     "cpu": study.resources.cpu, "gpu": study.resources.gpu},
-        tune_config=tune.TuneConfig(reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
-        run_config=tune.RunConfig(name=study.name, storage_path=str(out / "tune"), verbose=0,
-                                  callbacks=[JsonLoggerCallback(), _tune_callback(recorder)]),
-    )
-    tuner.fit()
-    for t in trials:  # a trial Tune never ran still gets a record
-        recorder.on_end(t.trial_id, "trial did not run")
-    meta = {"benchmark": study.benchmark.model_dump(), "num_tasks": benchmark.num_tasks,
-            "setting": trials[0].setting, "orders": [list(o) for o in study.task_orders()],
-            "seeds": study.seeds, "wall_s": time.monotonic() - started}
-    summary = build_summary(study.name, meta, configs, [recorder.records[t.trial_id] for t in trials])
+    previous = _previous_records(out, resume)
+    storage = study.storage or str(out / "tune")
+    lineage = checkpoint_store.Lineage(out, storage, resume)
+    tracker = StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs,
+                           resume=resume)
+    recorder = StudyRecorder(out, tracker, benchmark.num_tasks, benchmark.kind, previous)
+    for c in configs:
+        recorder.add_config(c)
+    for rec in previous.values():  # configs found by an earlier run's search
+        recorder.add_config(Config(rec["config_id"], rec["label"], rec["method"], rec["params"], {}))
+    if resume:
+        filled = recorder.backfill()
+        print(f"resuming: {len(recorder.previous)} trials finished earlier are kept"
+              + (f" ({filled} added to MLflow)" if filled else ""), flush=True)
+    runs = TuneRuns(study, benchmark, recorder, storage, lineage)
+    runs.run_fixed("search", [t for t in trials if t.trial_id not in recorder.previous])
+    for index in searched:
+        runs.run_optuna(index, setting)
+    fresh = _fresh_reruns(study, recorder, setting)
+    runs.run_fixed("final", [t for t in fresh if t.trial_id not in recorder.previous])
+
+    all_configs = list(recorder.configs.values())
+    records = [recorder.records[t] for c in all_configs for t in sorted(recorder.records)
+               if recorder.records[t]["config_id"] == c.config_id]
+    meta = {"benchmark": study.benchmark.model_dump(), "num_tasks": benchmark.num_tasks, "setting": setting,
+            "orders": [list(o) for o in orders], "final_orders": [list(o) for o in study.final_orders()],
+            "seeds": study.seeds, "wall_s": time.monotonic() - started,
+            "search": {"algorithm": study.search.algorithm, "objective": study.search.objective.model_dump(),
+                       "objective_text": describe(study.search.objective),
+                       "scheduler": study.search.scheduler.kind}}
+    summary = build_summary(study.name, meta, all_configs, records, study.search.objective, FRESH)
     write_json(out / "summary.json", summary)
     for entry in summary["configs"]:
         tracker.log_config(entry["config_id"], entry)
@@ -189,10 +308,40 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     return summary
 
 
-def _trial_name(trial) -> str:
-    return trial.config["trial"]["trial_id"]
+def _fresh_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[TrialSpec]:
+    """The best config of every searched label (more than one config), on the fresh orders."""
+    fresh_orders = study.final_orders()
+    if not fresh_orders:
+        return []
+    by_label: dict[str, list[Config]] = {}
+    for c in recorder.configs.values():
+        if not c.label.endswith(FRESH):
+            by_label.setdefault(c.label, []).append(c)
+    trials: list[TrialSpec] = []
+    for label, configs in by_label.items():
+        if len(configs) < 2:
+            continue  # nothing was chosen, so nothing is flattered
+        best, best_value = None, float("-inf")
+        for c in configs:
+            recs = [r for r in recorder.records.values() if r["config_id"] == c.config_id]
+            if not recs or any(r["status"] != "completed" for r in recs):
+                continue  # only configs that completed every trial are eligible
+            value = objective_value(study.search.objective, recs)
+            if value == value and value > best_value:
+                best, best_value = c, value
+        if best is None:
+            print(f"{label}: no config completed every trial; nothing to re-run on fresh orders", flush=True)
+            continue
+        rerun = Config(best.config_id + FRESH, label + FRESH, best.method, best.params, best.searched)
+        recorder.add_config(rerun)
+        trials += trials_for(rerun, fresh_orders, study.seeds, setting, study.evaluate_unseen, tag="f")
+    if trials:
+        print(f"re-running the best config of {len({t.label for t in trials})} searched method(s) on "
+              f"{len(fresh_orders)} fresh orders", flush=True)
+    return trials
 
 
 def _study_params(study: Study) -> dict[str, Any]:
     return {"benchmark": study.benchmark.name, "benchmark_params": study.benchmark.params,
-            "orders": study.orders.model_dump() if study.orders else None, "seeds": study.seeds, "methods": [m.display for m in study.methods]}
+            "orders": study.orders.model_dump() if study.orders else None, "seeds": study.seeds,
+            "methods": [m.display for m in study.methods], "search": study.search.model_dump(mode="json")}

@@ -157,9 +157,33 @@ class MethodSpec(Strict):
         return self.label or self.name
 
 
+class ObjectiveSpec(Strict):
+    """The one number a config scores over its orders (and seeds); higher is better."""
+
+    kind: Literal["mean_acc", "worst_acc", "mean_minus_std", "acc_minus_aopd"] = Field(
+        "mean_acc", description="mean ACC | worst-order ACC | mean ACC - k*std | mean ACC - c*AOPD")
+    k: float = Field(1.0, ge=0, le=100, description="mean_minus_std: weight of the std over trials")
+    c: float = Field(1.0, ge=0, le=100, description="acc_minus_aopd: weight of AOPD")
+
+
+class SchedulerSpec(Strict):
+    kind: Literal["none", "asha"] = Field("none", description="asha: stop poor trials early, time unit = tasks learned")
+    grace_tasks: int = Field(1, ge=1, le=100_000, description="asha: tasks every trial learns before it may be stopped")
+    reduction_factor: float = Field(3.0, gt=1, le=100, description="asha: keep the top 1/reduction_factor at each rung")
+
+
 class SearchSpec(Strict):
-    num_samples: int = Field(1, ge=1, le=100_000, description="draws of choice/uniform/loguniform params")
+    algorithm: Literal["grid", "random", "optuna"] = Field(
+        "grid", description="grid: grid params crossed, other spaces drawn num_samples times per grid point | "
+                            "random: num_samples configs, every space sampled | optuna: TPE, num_samples configs")
+    num_samples: int = Field(1, ge=1, le=100_000, description="grid: draws per grid point; random/optuna: configs per method")
     seed: int = 0
+    objective: ObjectiveSpec = ObjectiveSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
+    max_concurrent: int | None = Field(None, ge=1, le=100_000, description="trials at once (default: as resources allow)")
+    final_orders: OrdersSpec | None = Field(
+        None, description="re-run each searched method's best config on these fresh orders (never the search's)")
 
 
 class Resources(Strict):
@@ -187,6 +211,9 @@ class Study(Strict):
     output_dir: str = "results"
     data_root: str | None = Field(None, description="dataset root; else --data-root, else $CLORCH_DATA_ROOT, else ./data")
     evaluate_unseen: bool = Field(False, description="also evaluate tasks not yet learned (forward transfer)")
+    storage: str | None = Field(None, description="Ray Tune storage for trial checkpoints: a path every node "
+                                                  "sees (NFS) or s3://...; default <output_dir>/<name>/tune")
+    retries: int = Field(2, ge=0, le=1000, description="times a trial whose worker dies is retried from its last task")
 
     @field_validator("name")
     @classmethod
@@ -221,18 +248,40 @@ class Study(Strict):
         return getattr(datasets.BENCHMARKS.get(self.benchmark.name).params, "kind", "classification")
 
     def task_orders(self) -> list[tuple[int, ...]]:
-        t, o = self.num_tasks, self.orders
-        if o is None:
-            return [tuple(range(t))]  # a stream: one "order"
-        if isinstance(o, RandomOrders):
-            return orders_mod.random_orders(t, o.count, o.seed, o.include_identity)
-        if isinstance(o, ExplicitOrders):
-            return [orders_mod.check_permutation(x, t) for x in o.orders]
-        if isinstance(o, ApdOrders):
-            return orders_mod.apd_orders(o.set, t)
-        if isinstance(o, LatinSquareOrders):
-            return orders_mod.latin_square(t)
-        return orders_mod.williams_design(t)
+        if self.orders is None:
+            return [tuple(range(self.num_tasks))]  # a stream: one "order"
+        return _orders_of(self.orders, self.num_tasks)
+
+    def final_orders(self) -> list[tuple[int, ...]]:
+        """The fresh orders of the re-run: ``search.final_orders`` minus every order the search used.
+
+        Random ones are drawn until ``count`` fresh ones are found (or every
+        permutation is used); listed ones must already be fresh (check_study).
+        """
+        spec, t = self.search.final_orders, self.num_tasks
+        if spec is None:
+            return []
+        used = set(self.task_orders())
+        if isinstance(spec, RandomOrders):
+            import math
+
+            wanted = min(spec.count, math.factorial(t) - len(used))
+            pool = orders_mod.random_orders(t, min(spec.count + len(used), math.factorial(t)), spec.seed,
+                                            spec.include_identity)
+            return [o for o in pool if o not in used][:wanted]
+        return [o for o in _orders_of(spec, t) if o not in used]
+
+
+def _orders_of(o, t: int) -> list[tuple[int, ...]]:
+    if isinstance(o, RandomOrders):
+        return orders_mod.random_orders(t, o.count, o.seed, o.include_identity)
+    if isinstance(o, ExplicitOrders):
+        return [orders_mod.check_permutation(x, t) for x in o.orders]
+    if isinstance(o, ApdOrders):
+        return orders_mod.apd_orders(o.set, t)
+    if isinstance(o, LatinSquareOrders):
+        return orders_mod.latin_square(t)
+    return orders_mod.williams_design(t)
 
 
 # ---------------------------------------------------------------- loading
@@ -348,6 +397,7 @@ def check_study(study: Study) -> list[tuple[str, Any, str]]:
                         break
             else:
                 problems.append((where, _MISSING, str(e)))
+    problems += _check_search(study, kind, num_tasks)
     labels: dict[str, int] = {}
     for i, m in enumerate(study.methods):
         if m.name not in methods.METHODS:
@@ -415,3 +465,38 @@ def _validate(where: str, model: type[BaseModel], values: dict, at: str) -> list
             out.append((path, err.get("input", _MISSING) if err["type"] != "missing" else _MISSING,
                         err["msg"].removeprefix("Value error, ")))
         return out
+
+
+def _check_search(study: Study, kind: str | None, num_tasks: int | None) -> list[tuple[str, Any, str]]:
+    """Combinations the search section cannot honour."""
+    problems: list[tuple[str, Any, str]] = []
+    search = study.search
+    if search.scheduler.kind == "asha":
+        if kind == "regression_stream":
+            problems.append(("search.scheduler.kind", "asha", "a regression stream reports once, at its end: "
+                             "nothing to stop early; use kind: none"))
+        elif search.objective.kind != "mean_acc":
+            problems.append(("search.scheduler.kind", "asha",
+                             f"ASHA compares single trials by their accuracy on the tasks seen so far, a per-order "
+                             f"proxy for mean ACC; objective {search.objective.kind} needs every order's final row, "
+                             "which no early rung approximates: use objective kind mean_acc, or scheduler kind none"))
+    if search.final_orders is not None:
+        if kind == "regression_stream":
+            problems.append(("search.final_orders", _MISSING, "a regression stream has no task orders; remove it"))
+        elif num_tasks is not None and kind == "classification" and study.orders is not None:
+            try:
+                used = set(study.task_orders())
+                listed = _orders_of(search.final_orders, num_tasks)
+            except ValueError as e:
+                problems.append(("search.final_orders", _MISSING, str(e)))
+            else:
+                if not isinstance(search.final_orders, RandomOrders):
+                    stale = [list(o) for o in listed if o in used]
+                    if stale:
+                        problems.append(("search.final_orders", stale[0], "this order is also a search order; the "
+                                         "re-run must use orders the search never saw (searching and reporting on "
+                                         "the same orders flatters the winner)"))
+                elif not study.final_orders():
+                    problems.append(("search.final_orders", _MISSING, "every permutation is already a search order; "
+                                     "use fewer search orders"))
+    return problems

@@ -8,6 +8,8 @@ import numpy as np
 import methods
 from orchestrator import stats
 from orchestrator.expand import Config
+from orchestrator.objective import objective_value
+from orchestrator.spec import ObjectiveSpec
 from orchestrator.trial import matrix_array
 
 STAT_KEYS = ("acc", "bwt", "forgetting", "task_acc")
@@ -36,12 +38,14 @@ def stream_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
             "window": records[0]["window"], "window_mse_mean": [float(v) for v in windows.mean(axis=0)]}
 
 
-def config_entry(config: Config, records: list[dict[str, Any]]) -> dict[str, Any]:
+def config_entry(config: Config, records: list[dict[str, Any]], objective: ObjectiveSpec | None = None) -> dict[str, Any]:
     done = [r for r in records if r["status"] == "completed"]
     entry: dict[str, Any] = {
         "config_id": config.config_id, "label": config.label, "method": config.method,
         "params": config.params, "searched": config.searched,
-        "trials": len(records), "trials_failed": len(records) - len(done),
+        "trials": len(records), "trials_failed": sum(r["status"] == "failed" for r in records),
+        "trials_stopped": sum(r["status"] == "stopped" for r in records),
+        "objective": objective_value(objective or ObjectiveSpec(), records),
     }
     if done and is_stream(done[0]):
         entry.update(stream_stats(done))
@@ -57,35 +61,45 @@ def config_entry(config: Config, records: list[dict[str, Any]]) -> dict[str, Any
 
 
 def build_summary(study_name: str, meta: dict[str, Any], configs: list[Config],
-                  records: list[dict[str, Any]]) -> dict[str, Any]:
+                  records: list[dict[str, Any]], objective: ObjectiveSpec | None = None,
+                  fresh_suffix: str = "@fresh") -> dict[str, Any]:
     by_config: dict[str, list[dict[str, Any]]] = {c.config_id: [] for c in configs}
     for r in records:
         by_config.setdefault(r["config_id"], []).append(r)
-    entries = [config_entry(c, by_config[c.config_id]) for c in configs]
+    entries = [config_entry(c, by_config[c.config_id], objective) for c in configs]
     return {"study": study_name, **meta, "trials_total": len(records),
-            "trials_failed": sum(e["trials_failed"] for e in entries), "configs": entries,
-            "best": best_per_label(entries)}
+            "trials_failed": sum(e["trials_failed"] for e in entries),
+            "trials_stopped": sum(e["trials_stopped"] for e in entries), "configs": entries,
+            "best": best_per_label(entries, fresh_suffix)}
 
 
-def best_per_label(entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per method label, the config with the best mean objective over the same trials that
-    produced it (highest ACC; lowest MSE for streams). Only configs whose every trial
-    completed are eligible: a mean over the survivors would flatter a config that diverged
-    on some orders or seeds. Searching and reporting on the same orders and seeds flatters
-    the winner too: re-run it on fresh ones for an unbiased estimate."""
+def best_per_label(entries: list[dict[str, Any]], fresh_suffix: str = "@fresh") -> dict[str, dict[str, Any]]:
+    """Per method label, the config with the best objective over the same trials that produced
+    it (the study's objective, higher is better; for streams -MSE, shown as MSE). Only configs
+    whose every trial completed are eligible: a mean over the survivors would flatter a config
+    that diverged or was stopped on some orders or seeds. Searching and reporting on the same
+    orders flatters the winner too: where the study re-ran it on fresh orders
+    (``search.final_orders``), ``fresh`` holds that re-run's statistics and objective — the
+    estimate to report."""
     best: dict[str, dict[str, Any]] = {}
+    fresh = {e["label"][:-len(fresh_suffix)]: e for e in entries if e["label"].endswith(fresh_suffix)}
     for e in entries:
-        if e["trials_failed"]:
+        if e["trials_failed"] or e["trials_stopped"] or e["label"].endswith(fresh_suffix):
             continue
         stream = e.get("kind") == "regression_stream"
-        value = e.get("mse_mean") if stream else e.get("acc_mean")
+        value = e["objective"]
         if value is None or value != value:
             continue
         current = best.get(e["label"])
-        better = current is None or (value < current["value"] if stream else value > current["value"])
-        if better:
+        if current is None or value > current["objective"]:
             best[e["label"]] = {"config_id": e["config_id"], "metric": "mse_mean" if stream else "acc_mean",
-                                "value": value, "searched": e["searched"]}
+                                "value": e.get("mse_mean") if stream else e.get("acc_mean"),
+                                "objective": value, "searched": e["searched"]}
+    for label, b in best.items():
+        f = fresh.get(label)
+        if f is not None and f["config_id"] == b["config_id"] + fresh_suffix:
+            b["fresh"] = {k: f.get(k) for k in ("config_id", "R", "trials", "trials_failed", "objective", "acc_mean",
+                                                "acc_std", "aopd", "mopd", "bwt_mean", "forgetting_mean")}
     return best
 
 
@@ -114,15 +128,30 @@ def _format_stream_table(summary: dict[str, Any]) -> str:
     for e in summary["configs"]:
         mse = "-" if e["mse_mean"] is None else f"{e['mse_mean']:.4g}" + (
             f" ± {e['mse_std']:.2g}" if e["mse_std"] is not None and e["mse_std"] == e["mse_std"] else "")
-        rows.append([_name(e), str(e["seeds"]), mse, f"{e['trials_failed']}/{e['trials']}"])
+        rows.append([_name(e), str(e["seeds"]), mse, _failed(e)])
     text = _grid(rows) + "\n(mean squared error over every step of the stream, mean ± sample std over seeds)"
     return text + _best_lines(summary)
 
 
 def _best_lines(summary: dict[str, Any]) -> str:
-    lines = [f"  {label}: {b['metric']} {b['value']:.4g}" + (f" at {b['searched']}" if b["searched"] else "")
-             for label, b in summary.get("best", {}).items()]
+    objective = summary.get("search", {}).get("objective_text", "mean ACC")
+    lines = []
+    for label, b in summary.get("best", {}).items():
+        line = f"  {label}: {b['metric']} {b['value']:.4g}"
+        if b["metric"] != "mse_mean":
+            line += f", objective ({objective}) {b['objective']:.4g} on the search orders"
+        line += f" at {b['searched']}" if b["searched"] else ""
+        f = b.get("fresh")
+        if f and f.get("objective") is not None:
+            line += (f"\n    re-run on {f['R']} fresh orders (the estimate to report): objective "
+                     f"{f['objective']:.4g}, ACC {_pm(f['acc_mean'], f['acc_std']).strip()}, AOPD {_num(f['aopd']).strip()}")
+        lines.append(line)
     return "\nbest per method:\n" + "\n".join(lines) if lines else ""
+
+
+def _failed(e: dict[str, Any]) -> str:
+    stopped = e.get("trials_stopped") or 0
+    return f"{e['trials_failed']}/{e['trials']}" + (f" ({stopped} stopped)" if stopped else "")
 
 
 def _grid(rows: list[list[str]]) -> str:
@@ -140,7 +169,7 @@ def format_table(summary: dict[str, Any]) -> str:
     for e in summary["configs"]:
         rows.append([_name(e), str(e["R"]), _pm(e["acc_mean"], e["acc_std"]), _pm(e["bwt_mean"], e["bwt_std"]),
                      _pm(e["forgetting_mean"], e["forgetting_std"]), _pm(e["task_acc_mean"], e["task_acc_std"]),
-                     _num(e["aopd"]), _num(e["mopd"]), f"{e['trials_failed']}/{e['trials']}"])
+                     _num(e["aopd"]), _num(e["mopd"]), _failed(e)])
     text = _grid(rows) + "\n(accuracies in %, mean ± sample std over trials; OPD over R orders)"
     searched = any(e["searched"] for e in summary["configs"])
     return text + (_best_lines(summary) if searched else "")

@@ -31,26 +31,76 @@ def _metrics(d: dict[str, Any], step: int = 0, prefix: str = "") -> list[Metric]
 
 
 class StudyTracker:
+    """The driver's MLflow writer. Runs are keyed by id tags, never by name.
+
+    ``resume``: continue the latest study run of this study in the experiment
+    (its config runs and trial runs are found by their ``clorch.*`` tags), so
+    a resumed study adds to the same tree and a trial never gets two runs.
+    """
+
     def __init__(self, uri: str, experiment: str, study_name: str, study_params: dict[str, Any],
-                 configs: list[Config]):
+                 configs: list[Config], resume: bool = False):
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
-        tags = {"clorch.study": study_name}
-        self.study_run = self._run(study_name, {**tags, "clorch.level": "study"})
-        self.client.log_batch(self.study_run, params=_params(study_params))
+        self.study_name = study_name
+        self.tags = {"clorch.study": study_name}
         self.config_runs: dict[str, str] = {}
+        self.trial_runs: dict[str, tuple[str, str]] = {}  # trial id -> (run id, clorch.status)
+        previous = self._latest_study_run() if resume else None
+        if previous is not None:
+            self.study_run = previous
+            self.client.update_run(previous, status="RUNNING")
+            for run in self._children(f"tags.`clorch.level` = 'config' and tags.`mlflow.parentRunId` = '{previous}'"):
+                self.config_runs[run.data.tags["clorch.config_id"]] = run.info.run_id
+            for run in self._children("tags.`clorch.level` = 'trial'"):
+                if run.data.tags.get("mlflow.parentRunId") in self.config_runs.values():
+                    self.trial_runs[run.data.tags["clorch.trial_id"]] = (run.info.run_id,
+                                                                        run.data.tags.get("clorch.status", ""))
+        else:
+            self.study_run = self._run(study_name, {**self.tags, "clorch.level": "study"})
+            self.client.log_batch(self.study_run, params=_params(study_params))
         for c in configs:
-            run = self._run(c.config_id, {**tags, "clorch.level": "config", "clorch.config_id": c.config_id,
+            self.ensure_config(c)
+
+    def _latest_study_run(self) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id], f"tags.`clorch.study` = '{self.study_name}' and tags.`clorch.level` = 'study'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def _children(self, query: str) -> list:
+        out, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], f"tags.`clorch.study` = '{self.study_name}' and {query}",
+                                           max_results=1000, page_token=token)
+            out += list(page)
+            token = page.token
+            if not token:
+                return out
+
+    def ensure_config(self, c: Config) -> str:
+        """The config's run, created the first time a config is seen (searches find configs as they go)."""
+        if c.config_id not in self.config_runs:
+            run = self._run(c.config_id, {**self.tags, "clorch.level": "config", "clorch.config_id": c.config_id,
                                           "clorch.method": c.method, "mlflow.parentRunId": self.study_run})
             self.client.log_batch(run, params=_params(c.params) + [Param("method", c.method)])
             self.config_runs[c.config_id] = run
-        self.study_name = study_name
+        return self.config_runs[c.config_id]
+
+    def has_finished_trial(self, trial_id: str) -> bool:
+        return self.trial_runs.get(trial_id, ("", ""))[1] == "completed"
 
     def _run(self, name: str, tags: dict[str, str]) -> str:
         return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
 
-    def log_trial(self, record: dict[str, Any], stats: dict[str, float] | None) -> str:
+    def log_trial(self, record: dict[str, Any], stats: dict[str, float] | None, config: Config | None = None) -> str:
+        """One run per trial id: a trial rerun after a failure replaces its earlier (failed) run."""
+        if config is not None:
+            self.ensure_config(config)
+        earlier = self.trial_runs.pop(record["trial_id"], None)
+        if earlier is not None:
+            self.client.delete_run(earlier[0])
         run = self._run(record["trial_id"], {
             "clorch.study": self.study_name, "clorch.level": "trial", "clorch.trial_id": record["trial_id"],
             "clorch.config_id": record["config_id"], "mlflow.parentRunId": self.config_runs[record["config_id"]]})
@@ -70,7 +120,8 @@ class StudyTracker:
         self.client.log_dict(run, clean(record), "trial.json")
         if record.get("error"):
             self.client.set_tag(run, "clorch.error", record["error"][:5000])
-        self.client.set_terminated(run, "FINISHED" if record["status"] == "completed" else "FAILED")
+        self.client.set_terminated(run, {"completed": "FINISHED", "stopped": "KILLED"}.get(record["status"], "FAILED"))
+        self.trial_runs[record["trial_id"]] = (run, record["status"])
         return run
 
     def log_config(self, config_id: str, entry: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import methods
 from datasets.benchmark import Benchmark
 from methods import MethodContext, seed_everything
 from methods.loop import accuracy
+from orchestrator.checkpoint import TrialState, capture_rng, restore_rng
 from orchestrator.expand import TrialSpec
 
 Report = Callable[[dict[str, Any]], None]
@@ -27,12 +28,18 @@ def pick_device(gpu: float = 0.0) -> torch.device:
 
 
 def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = None,
-              device: torch.device | None = None) -> dict[str, Any]:
+              device: torch.device | None = None, resume: TrialState | None = None,
+              checkpoints: bool = False) -> dict[str, Any]:
     """Train ``spec.order`` in sequence; return the trial record (matrix aligned by task identity).
 
-    The record is also reported last (key ``record``), so the driver stores
-    exactly what the trial computed; the rows reported before it let the
-    driver keep the finished tasks of a trial that dies midway.
+    The record also travels with the last row's report (key ``record``), so
+    the driver stores exactly what the trial computed; the rows reported
+    before it let the driver keep the finished tasks of a trial that dies midway.
+
+    ``checkpoints``: every reported row carries a ``checkpoint`` (a TrialState
+    after that task) for the caller to store. ``resume``: such a state; the
+    trial goes on from the task after it, with the method, the RNGs and the
+    matrix as they were, so the result equals an uninterrupted run's.
     """
     device = device or torch.device("cpu")
     seed_everything(spec.seed)
@@ -46,9 +53,21 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
     T = benchmark.num_tasks
     matrix = np.full((T, T), np.nan)
     test = [task.on(device, "test") for task in benchmark.tasks]  # moved once, reused every row
-    rows = []
+    rows: list[dict[str, Any]] = []
+    resumed_at: list[int] = []
+    start = 0
+    if resume is not None:
+        method.load_state_dict(resume.method)
+        rows = [dict(r) for r in resume.rows]
+        for r in rows:
+            matrix[r["position"]] = [np.nan if v is None else v for v in r["row"]]
+        restore_rng(resume.rng)
+        start = resume.tasks_done
+        resumed_at = [*resume.resumed_at, start]
     learn_all = getattr(method, "learn_all", None)  # offline methods (joint) see every task first
     for position, task_id in enumerate(spec.order):
+        if position < start:
+            continue
         started = time.perf_counter()
         info = {}
         if position == 0 and learn_all is not None:
@@ -62,17 +81,36 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
             matrix[position, j] = accuracy(lambda x, j=j: method.predict(x, j), test[j].x, test[j].y)
         evaluated = time.perf_counter()
         row = {
-            "position": position, "task_id": task_id, "row": to_json_row(matrix[position]),
+            "position": position, "tasks_learned": position + 1, "task_id": task_id,
+            "row": to_json_row(matrix[position]),
             "acc_seen": float(np.nanmean(matrix[position, list(spec.order[:position + 1])])),
             "train_s": trained - started, "eval_s": evaluated - trained,
             **{f"info_{k}": float(v) for k, v in info.items()},
         }
         rows.append(row)
         if report is not None:
-            report(row)
+            out = dict(row)
+            if position == start and start > 0:
+                out["rows_before"] = rows[:-1]  # a resumed trial: the driver may not have seen them
+            if checkpoints:
+                out["checkpoint"] = TrialState(position + 1, [dict(r) for r in rows], method.state_dict(),
+                                               capture_rng(), resumed_at)
+            if position == T - 1:  # the record travels with the last row: a scheduler that stops
+                out["record"] = _final_record(spec, rows, T, resumed_at, method)  # the trial there loses nothing
+            report(out)
+    rec = _final_record(spec, rows, T, resumed_at, method)
+    if report is not None and start >= T:  # resumed from a checkpoint taken after the last task
+        report({"record": rec, "tasks_learned": T, "acc_seen": rows[-1]["acc_seen"], "rows_before": rows})
+    return rec
+
+
+def _final_record(spec: TrialSpec, rows: list[dict[str, Any]], T: int, resumed_at: list[int],
+                  method: Any) -> dict[str, Any]:
     rec = record(spec, rows, T, status="completed")
-    if report is not None:
-        report({"record": rec})
+    trace = getattr(method, "trace", None)  # optional: an lr scheduler's per-layer series (lot), subsampled
+    if trace is not None and (series := trace()) is not None:
+        rec["trace"] = series
+    rec["resumed_at"] = resumed_at  # tasks done at each resume from a checkpoint (empty: ran in one go)
     return rec
 
 

@@ -25,10 +25,11 @@ def spec(order, evaluate_unseen=False, **params):
 
 def test_matrix_columns_are_task_identities_not_positions(digits):
     order = (3, 0, 4, 1, 2)
-    reports = []
-    rec = run_trial(spec(order), digits, report=reports.append)
-    rows, final = reports[:-1], reports[-1]
-    assert final == {"record": rec}  # the driver stores exactly what the trial computed
+    rows = []
+    rec = run_trial(spec(order), digits, report=rows.append)
+    assert len(rows) == 5 and all("record" not in r for r in rows[:-1])
+    assert rows[-1]["record"] == rec  # the driver stores exactly what the trial computed, sent with the last row
+    assert [r["tasks_learned"] for r in rows] == [1, 2, 3, 4, 5]  # ASHA's time unit
     A = matrix_array(rec)
     for i in range(5):
         learned = set(order[: i + 1])
@@ -69,3 +70,34 @@ def test_trial_statistics_come_from_the_matrix(digits):
 def test_a_diverging_trial_raises_a_clear_error(digits):
     with pytest.raises(TrainingDiverged, match="lower lr"):
         run_trial(spec((0, 1, 2, 3, 4), lr=10.0, hidden=[2000, 2000], epochs=2), digits)
+
+
+@pytest.mark.parametrize("method,params", [("finetune", {"optimizer": "adam", "lr": 0.01}),
+                                           ("ewc", {"ewc_lambda": 10.0}), ("joint", {})])
+def test_a_trial_resumed_from_any_task_checkpoint_equals_the_uninterrupted_one(digits, method, params):
+    """The checkpoint holds the method, every RNG and the rows: resuming changes nothing."""
+    p = methods.METHODS.get(method).params(**{"epochs": 2, **params}).model_dump()
+    s = TrialSpec("t0", "c0", method, method, p, (3, 0, 4, 1, 2), 0, 0, "task_incremental", False)
+    reports = []
+    whole = run_trial(s, digits, report=reports.append, checkpoints=True)
+    states = [r["checkpoint"] for r in reports]
+    assert [st.tasks_done for st in states] == [1, 2, 3, 4, 5]
+    for k in (1, 3):
+        again = []
+        resumed = run_trial(s, digits, report=again.append, resume=states[k - 1], checkpoints=True)
+        assert resumed["matrix"] == whole["matrix"] and resumed["resumed_at"] == [k]
+        assert [r["position"] for r in again] == list(range(k, 5))  # nothing before the checkpoint is redone
+        assert [r["position"] for r in again[0]["rows_before"]] == list(range(k))
+        assert again[-1]["checkpoint"].resumed_at == [k]
+    assert whole["resumed_at"] == []
+
+
+def test_checkpoint_files_round_trip(digits, tmp_path):
+    from orchestrator.checkpoint import load_state, save_state
+
+    reports = []
+    whole = run_trial(spec((1, 2, 0, 3, 4)), digits, report=reports.append, checkpoints=True)
+    save_state(tmp_path / "c", reports[1]["checkpoint"])
+    state = load_state(tmp_path / "c")
+    assert state.tasks_done == 2 and len(state.rows) == 2
+    assert run_trial(spec((1, 2, 0, 3, 4)), digits, resume=state)["matrix"] == whole["matrix"]

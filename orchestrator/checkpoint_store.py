@@ -1,0 +1,83 @@
+"""Where a study's trial checkpoints are, across its runs.
+
+Every Tune run of a study is an experiment (a folder) under the study's
+storage: ``<storage>/<study>-<phase>-<time>/<trial id>/checkpoint_*/``. The
+names of the experiments of the current lineage (the first run and every
+``--resume`` after it) are kept in ``results/<study>/lineage.json``, so a
+resume looks only at its own study's checkpoints, never at a stale run that
+happens to share the storage. Storage may be a local path, an NFS mount every
+node sees, or a URI pyarrow knows (s3://, gs://).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+LINEAGE_FILE = "lineage.json"
+
+
+def _filesystem(storage: str):
+    from pyarrow import fs
+
+    if "://" in storage:
+        filesystem, root = fs.FileSystem.from_uri(storage)
+        return filesystem, root, storage.split("://", 1)[0] + "://"
+    return fs.LocalFileSystem(), os.path.abspath(storage), ""
+
+
+class Lineage:
+    def __init__(self, out: Path, storage: str, resume: bool):
+        self.out, self.storage = out, storage
+        self.path = out / LINEAGE_FILE
+        self.experiments: list[str] = []
+        if resume and self.path.is_file():
+            self.experiments = json.loads(self.path.read_text())["experiments"]
+        elif not resume:
+            self._forget_local_storage()
+            self._save()
+
+    def _forget_local_storage(self) -> None:
+        """A fresh run: the default local storage of earlier runs only holds stale checkpoints."""
+        default = self.out / "tune"
+        if "://" not in self.storage and Path(self.storage).resolve() == default.resolve() and default.is_dir():
+            shutil.rmtree(default, ignore_errors=True)
+
+    def _save(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"storage": self.storage, "experiments": self.experiments}))
+        os.replace(tmp, self.path)
+
+    def new_experiment(self, phase: str) -> str:
+        name = f"{self.out.name}-{phase}-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.experiments)}"
+        self.experiments.append(name)
+        self._save()
+        return name
+
+    def latest_checkpoints(self) -> dict[str, tuple[str, int]]:
+        """trial id -> (checkpoint path or URI, tasks done) of the furthest checkpoint in the lineage."""
+        if not self.experiments:
+            return {}
+        from pyarrow import fs
+
+        filesystem, root, scheme = _filesystem(self.storage)
+        best: dict[str, tuple[str, int]] = {}
+        for experiment in self.experiments:
+            base = f"{root.rstrip('/')}/{experiment}"
+            infos = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
+            for info in infos:
+                if info.base_name != "rows.json":
+                    continue
+                checkpoint_dir = info.path.rsplit("/", 1)[0]
+                trial_id = checkpoint_dir.rsplit("/", 2)[-2]
+                try:
+                    with filesystem.open_input_stream(info.path) as f:
+                        done = int(json.loads(f.read())["tasks_done"])
+                except (OSError, ValueError, KeyError):
+                    continue
+                if done > best.get(trial_id, ("", -1))[1]:
+                    best[trial_id] = (scheme + checkpoint_dir, done)
+        return best

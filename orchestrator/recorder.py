@@ -1,0 +1,109 @@
+"""The driver's record of every trial: rows as they arrive, one file and one MLflow run when it ends.
+
+Only the driver writes results (trials report through Tune), so an embedded
+SQLite store never sees two writers. A trial that dies midway still gets a
+record holding the tasks it finished; a trial stopped by the scheduler or the
+time budget is ``stopped``, not ``failed``.
+"""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from orchestrator.expand import Config, TrialSpec
+from orchestrator.results import write_trial
+from orchestrator.summary import trial_stats
+from orchestrator.trial import record
+
+_ROW_KEYS = ("position", "task_id", "row", "acc_seen", "train_s", "eval_s")
+
+
+def _keep(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k in _ROW_KEYS or k.startswith("info_")}
+
+
+def _fmt(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+class StudyRecorder:
+    def __init__(self, out: Path, tracker, num_tasks: int, kind: str, previous: dict[str, dict[str, Any]]):
+        self.out, self.tracker, self.num_tasks, self.kind = out, tracker, num_tasks, kind
+        self.configs: dict[str, Config] = {}
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.final: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, dict[str, Any]] = {}   # this run's and earlier runs' finished trials
+        self.previous = {tid: r for tid, r in previous.items() if r["status"] == "completed"}
+        self.records.update(self.previous)
+        self.expected = len(self.records)
+        self.started = time.monotonic()
+        self.ran = 0
+        self.stop_reason = "stopped"
+
+    def add_config(self, config: Config) -> None:
+        self.configs.setdefault(config.config_id, config)
+
+    def expect(self, n: int) -> None:
+        """``n`` more trials are about to be scheduled (for the progress line)."""
+        self.expected += n
+
+    def on_result(self, spec: dict[str, Any], result: dict[str, Any]) -> None:
+        tid = spec["trial_id"]
+        if "rows_before" in result:  # a trial resumed from a checkpoint: its earlier rows, as it kept them
+            self.rows[tid] = [_keep(r) for r in result["rows_before"]]
+        if "position" in result:
+            self.rows.setdefault(tid, []).append(_keep(result))
+        if "record" in result:
+            self.final[tid] = result["record"]
+
+    def on_end(self, spec: dict[str, Any], error: str | None) -> None:
+        tid = spec["trial_id"]
+        if tid in self.records:  # already recorded (this run), or finished in an earlier one
+            return
+        rows = self.rows.get(tid, [])
+        if error is None and tid in self.final:
+            rec = self.final[tid]
+        elif error is None:  # ended cleanly without its last task: the scheduler or the budget stopped it
+            rec = record(TrialSpec.from_dict(spec), rows, self.num_tasks, status="stopped",
+                         error=f"{self.stop_reason} after {len(rows)} of {self.num_tasks} tasks")
+            rec["kind"] = self.kind
+        else:
+            rec = record(TrialSpec.from_dict(spec), rows, self.num_tasks, status="failed", error=error)
+            rec["kind"] = self.kind
+        self._store(rec)
+
+    def not_run(self, spec: TrialSpec, why: str) -> None:
+        """A trial Tune never started (time budget spent, or the run was cut short)."""
+        if spec.trial_id not in self.records:
+            rec = record(spec, [], self.num_tasks, status="stopped" if "budget" in why else "failed", error=why)
+            rec["kind"] = self.kind
+            self._store(rec)
+
+    def _store(self, rec: dict[str, Any]) -> None:
+        rec["ended_at"] = time.time()  # when the driver saw it end: the report's search-over-time axis
+        write_trial(self.out, rec)
+        self.tracker.log_trial(rec, trial_stats(rec), self.configs.get(rec["config_id"]))
+        self.records[rec["trial_id"]] = rec
+        self.ran += 1
+        self._progress(rec)
+
+    def backfill(self) -> int:
+        """Earlier runs' finished trials that never reached MLflow (the driver died in between)."""
+        n = 0
+        for tid, rec in self.previous.items():
+            if not self.tracker.has_finished_trial(tid):
+                self.tracker.log_trial(rec, trial_stats(rec), self.configs.get(rec["config_id"]))
+                n += 1
+        return n
+
+    def _progress(self, rec: dict[str, Any]) -> None:
+        done, total = len(self.records), max(self.expected, len(self.records))
+        failed = sum(r["status"] == "failed" for r in self.records.values())
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / max(1, self.ran) * (total - done)
+        note = f"  {rec['status'].upper()} {rec['trial_id']}: {rec['error'].splitlines()[-1]}" \
+            if rec["status"] != "completed" else ""
+        print(f"[{done}/{total} trials{f', {failed} failed' if failed else ''}] elapsed {_fmt(elapsed)}, "
+              f"ETA {_fmt(eta)}{note}", flush=True)

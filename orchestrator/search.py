@@ -1,0 +1,76 @@
+"""Ray Tune pieces of a search, built from the study file: Optuna TPE and ASHA.
+
+Optuna proposes configs as the study runs (``search.algorithm: optuna``): each
+method entry with search spaces gets its own TPE sampler, seeded from
+``search.seed``, behind the OrderAggregatingSearcher, so TPE learns one
+objective per config over all orders. Categorical values are passed to Optuna
+as JSON text (Optuna's categories must be scalars; ours may be lists, e.g.
+``hidden``), and decoded before the config is built.
+
+ASHA (``search.scheduler.kind: asha``) stops single trials early, with "tasks
+learned" as its time unit and the accuracy on the tasks seen so far
+(``acc_seen``) as its metric; check_study allows it only with the mean-ACC
+objective (see there for why).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from orchestrator.objective import objective_value
+from orchestrator.spec import Choice, Grid, LogUniform, Study, Uniform
+from orchestrator.searcher import OrderAggregatingSearcher
+
+ASHA_METRIC = "acc_seen"
+ASHA_TIME = "tasks_learned"
+
+
+def optuna_space(spaces: dict[str, Any]) -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    out = {}
+    for key, space in spaces.items():
+        if isinstance(space, (Grid, Choice)):
+            values = space.grid if isinstance(space, Grid) else space.choice
+            out[key] = CategoricalDistribution([json.dumps(v) for v in values])
+        elif isinstance(space, Uniform):
+            out[key] = FloatDistribution(*space.uniform)
+        elif isinstance(space, LogUniform):
+            out[key] = FloatDistribution(*space.loguniform, log=True)
+        else:
+            raise TypeError(space)
+    return out
+
+
+def decode(suggestion: dict[str, Any], spaces: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.loads(v) if isinstance(spaces[k], (Grid, Choice)) else v for k, v in suggestion.items()}
+
+
+def order_searcher(study: Study, method_index: int, spaces: dict[str, Any],
+                   members: Callable[[dict[str, Any]], list[dict[str, Any]]],
+                   evaluated: list[tuple[dict[str, Any], float]] = ()) -> OrderAggregatingSearcher:
+    """TPE over one method entry's spaces, scored over every order by the study's objective.
+
+    ``evaluated``: (searched values, objective) of configs finished in an earlier
+    run of this study (``--resume``); TPE starts from them instead of from scratch.
+    """
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    points = [{k: json.dumps(v) if isinstance(spaces[k], (Grid, Choice)) else v for k, v in searched.items()}
+              for searched, _ in evaluated]
+    inner = OptunaSearch(space=optuna_space(spaces), metric="objective", mode="max",
+                         sampler=optuna.samplers.TPESampler(seed=study.search.seed + method_index),
+                         points_to_evaluate=points or None,
+                         evaluated_rewards=[value for _, value in evaluated] or None)
+    return OrderAggregatingSearcher(inner, lambda s: members(decode(s, spaces)),
+                                    lambda records: objective_value(study.search.objective, records))
+
+
+def asha(study: Study, num_tasks: int):
+    from ray.tune.schedulers import ASHAScheduler
+
+    spec = study.search.scheduler
+    return ASHAScheduler(time_attr=ASHA_TIME, metric=ASHA_METRIC, mode="max", max_t=num_tasks,
+                         grace_period=min(spec.grace_tasks, num_tasks), reduction_factor=spec.reduction_factor)
