@@ -16,6 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
+from orchestrator.checkpoint import ROWS_FILE, STATE_FILE
+
 LINEAGE_FILE = "lineage.json"
 
 
@@ -68,10 +70,13 @@ class Lineage:
         for experiment in self.experiments:
             base = f"{root.rstrip('/')}/{experiment}"
             infos = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
+            complete = {i.path.rsplit("/", 1)[0] for i in infos if i.base_name == STATE_FILE}
             for info in infos:
-                if info.base_name != "rows.json":
+                if info.base_name != ROWS_FILE:
                     continue
                 checkpoint_dir = info.path.rsplit("/", 1)[0]
+                if checkpoint_dir not in complete:  # a copy cut short when its worker died
+                    continue
                 trial_id = checkpoint_dir.rsplit("/", 2)[-2]
                 try:
                     with filesystem.open_input_stream(info.path) as f:
