@@ -41,6 +41,7 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
     trial goes on from the task after it, with the method, the RNGs and the
     matrix as they were, so the result equals an uninterrupted run's.
     """
+    begun = time.time()
     device = device or torch.device("cpu")
     seed_everything(spec.seed)
     entry = methods.METHODS.get(spec.method)
@@ -96,17 +97,21 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
                 out["checkpoint"] = TrialState(position + 1, [dict(r) for r in rows], method.state_dict(),
                                                capture_rng(), resumed_at)
             if position == T - 1:  # the record travels with the last row: a scheduler that stops
-                out["record"] = _final_record(spec, rows, T, resumed_at, method)  # the trial there loses nothing
+                out["record"] = _final_record(spec, rows, T, resumed_at, method, begun)  # the trial loses nothing
             report(out)
-    rec = _final_record(spec, rows, T, resumed_at, method)
-    if report is not None and start >= T:  # resumed from a checkpoint taken after the last task
+    if report is not None and start < T:
+        return out["record"]
+    rec = _final_record(spec, rows, T, resumed_at, method, begun)
+    if report is not None:  # resumed from a checkpoint taken after the last task
         report({"record": rec, "tasks_learned": T, "acc_seen": rows[-1]["acc_seen"], "rows_before": rows})
     return rec
 
 
 def _final_record(spec: TrialSpec, rows: list[dict[str, Any]], T: int, resumed_at: list[int],
-                  method: Any) -> dict[str, Any]:
+                  method: Any, begun: float) -> dict[str, Any]:
     rec = record(spec, rows, T, status="completed")
+    rec["started_at"] = begun  # unix seconds; with wall_s, what the orchestration-overhead bench needs
+    rec["wall_s"] = time.time() - begun  # this attempt: building the method, moving data, every task
     trace = getattr(method, "trace", None)  # optional: an lr scheduler's per-layer series (lot), subsampled
     if trace is not None and (series := trace()) is not None:
         rec["trace"] = series
