@@ -207,12 +207,25 @@ class TuneRuns:
         if todo <= 0 or self.budget_spent():
             return
 
+        seen = {c.config_id for c in self.recorder.configs.values() if c.label == label}
+
         def expand(searched: dict[str, Any]) -> list[dict[str, Any]]:
             config = make_config(study, method_index, searched)
+            if config.config_id in seen:  # proposed again: nothing new to learn by running it
+                return []
+            seen.add(config.config_id)
             self.recorder.add_config(config)
             return [{"unit": self.unit(t)} for t in trials_for(config, orders, seeds, setting, study.evaluate_unseen)]
 
-        searcher = order_searcher(study, method_index, spaces, expand, evaluated)
+        def known(searched: dict[str, Any]) -> float | None:
+            cid = make_config(study, method_index, searched).config_id
+            recs = [r for r in self.recorder.records.values() if r["config_id"] == cid]
+            if len(recs) < members or any(r["status"] != "completed" for r in recs):
+                return None
+            value = objective_value(study.search.objective, recs)
+            return value if value == value else None
+
+        searcher = order_searcher(study, method_index, spaces, expand, evaluated, known)
         self.recorder.expect(todo * members)
         self._fit(f"optuna-{method_index}", todo * members, {}, search_alg=searcher)
 
@@ -282,7 +295,7 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     for c in configs:
         recorder.add_config(c)
     for rec in previous.values():  # configs found by an earlier run's search
-        recorder.add_config(Config(rec["config_id"], rec["label"], rec["method"], rec["params"], {}))
+        recorder.add_config(_config_of_record(study, rec))
     if resume:
         filled = recorder.backfill()
         print(f"resuming: {len(recorder.previous)} trials finished earlier are kept"
@@ -313,6 +326,15 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
           flush=True)
     report_after_run(out, study.name, tracker)  # warns, never raises: the results above are already written
     return summary
+
+
+def _config_of_record(study: Study, rec: dict[str, Any]) -> Config:
+    """The Config of an earlier run's trial record, its searched values read off its params."""
+    label = rec["label"].removesuffix(FRESH)
+    entry = next((m for m in study.methods if m.display == label), None)
+    spaces = split_params(entry.params)[1] if entry is not None else {}
+    return Config(rec["config_id"], rec["label"], rec["method"], rec["params"],
+                  {k: rec["params"][k] for k in spaces if k in rec["params"]})
 
 
 def _fresh_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[TrialSpec]:

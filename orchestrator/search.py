@@ -48,11 +48,15 @@ def decode(suggestion: dict[str, Any], spaces: dict[str, Any]) -> dict[str, Any]
 
 def order_searcher(study: Study, method_index: int, spaces: dict[str, Any],
                    members: Callable[[dict[str, Any]], list[dict[str, Any]]],
-                   evaluated: list[tuple[dict[str, Any], float]] = ()) -> OrderAggregatingSearcher:
+                   evaluated: list[tuple[dict[str, Any], float]] = (),
+                   known: Callable[[dict[str, Any]], float | None] | None = None) -> OrderAggregatingSearcher:
     """TPE over one method entry's spaces, scored over every order by the study's objective.
 
+    ``members(searched)``: the trial configs of a proposed config, or [] when it
+    already ran (then ``known(searched)`` gives its objective, if it has one).
     ``evaluated``: (searched values, objective) of configs finished in an earlier
-    run of this study (``--resume``); TPE starts from them instead of from scratch.
+    run of this study (``--resume``); TPE starts from them instead of from
+    scratch, and its seed moves on so it does not replay the earlier proposals.
     """
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -61,11 +65,13 @@ def order_searcher(study: Study, method_index: int, spaces: dict[str, Any],
     points = [{k: json.dumps(v) if isinstance(spaces[k], (Grid, Choice)) else v for k, v in searched.items()}
               for searched, _ in evaluated]
     inner = OptunaSearch(space=optuna_space(spaces), metric="objective", mode="max",
-                         sampler=optuna.samplers.TPESampler(seed=study.search.seed + method_index),
+                         sampler=optuna.samplers.TPESampler(seed=study.search.seed + method_index
+                                                            + 7919 * len(evaluated)),
                          points_to_evaluate=points or None,
                          evaluated_rewards=[value for _, value in evaluated] or None)
     return OrderAggregatingSearcher(inner, lambda s: members(decode(s, spaces)),
-                                    lambda records: objective_value(study.search.objective, records))
+                                    lambda records: objective_value(study.search.objective, records),
+                                    known=None if known is None else (lambda s: known(decode(s, spaces))))
 
 
 def asha(study: Study, num_tasks: int):

@@ -34,7 +34,8 @@ class _Group:
 class OrderAggregatingSearcher(Searcher):
     """Wraps ``inner``: one inner suggestion -> ``members(suggestion)`` trial configs -> one score."""
 
-    def __init__(self, inner: Searcher, members: Members, score: Score, metric: str = "objective"):
+    def __init__(self, inner: Searcher, members: Members, score: Score, metric: str = "objective",
+                 known: Callable[[dict[str, Any]], float | None] | None = None, max_repeats: int = 100):
         # No metric of our own: Tune checks that every result carries the searcher's
         # metric, and ours exists only per group, computed here.
         super().__init__(metric=None, mode=None)
@@ -47,21 +48,33 @@ class OrderAggregatingSearcher(Searcher):
         self._group_of: dict[str, _Group] = {}
         self._groups = 0
         self.scores: dict[str, float | None] = {}  # group id -> objective (None: failed group)
+        self.known = known or (lambda suggestion: None)
+        self.max_repeats = max_repeats
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         return True  # the inner searcher was built with its space, metric and mode
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if not self._queue:
+        repeats = 0
+        while not self._queue:
             group_id = f"group{self._groups}"
             suggestion = self.inner.suggest(group_id)
             if suggestion is None or suggestion == Searcher.FINISHED:
                 return suggestion
             self._groups += 1
             self._queue = list(self.members(suggestion))
-            if not self._queue:
-                raise ValueError("a suggestion expanded to no trials (no orders or no seeds)")
-            self._current = _Group(group_id, len(self._queue))
+            if self._queue:
+                self._current = _Group(group_id, len(self._queue))
+                break
+            # ``members`` gives nothing for a config that already ran (TPE re-proposes
+            # categorical combinations, a resumed search its earlier configs): tell the
+            # inner searcher what is known of it, run nothing, and ask again.
+            value = self.known(suggestion)
+            self.inner.on_trial_complete(group_id, None if value is None else {self.inner_metric: value},
+                                         error=value is None)
+            repeats += 1
+            if repeats >= self.max_repeats:  # the space is (nearly) exhausted
+                return Searcher.FINISHED
         self._group_of[trial_id] = self._current
         return self._queue.pop(0)
 

@@ -170,3 +170,32 @@ def test_summary_counts_stopped_apart_from_failed():
                       [rec((0, 1, 2), [1, 2, 3]), rec((2, 1, 0), [0, 0, 0], status="stopped")])
     assert s["trials_failed"] == 0 and s["trials_stopped"] == 1 and s["configs"][0]["R"] == 1
     assert np.isclose(s["configs"][0]["acc_mean"], 2.0)
+
+
+def test_a_config_proposed_again_is_not_rerun_and_the_inner_searcher_hears_its_score():
+    class Repeats(FakeInner):
+        def suggest(self, trial_id):
+            self.n += 1
+            return {"lr": 0.1 if self.n < 3 else 0.3}  # proposes lr 0.1 twice, then 0.3
+
+    inner = Repeats()
+    ran = set()
+
+    def once(searched):
+        if searched["lr"] in ran:
+            return []
+        ran.add(searched["lr"])
+        return members(searched)
+
+    s = OrderAggregatingSearcher(inner, once, lambda recs: 0.0, known=lambda sug: 42.0)
+    first = [s.suggest(f"t{i}") for i in range(3)]
+    second = s.suggest("t3")  # group1 = lr 0.1 again: scored from what is known, not run
+    assert {c["lr"] for c in first} == {0.1} and second["lr"] == 0.3
+    assert inner.told == {"group1": 42.0}
+
+    class Stuck(FakeInner):
+        def suggest(self, trial_id):
+            return {"lr": 0.1}
+
+    stuck = OrderAggregatingSearcher(Stuck(), lambda sug: [], lambda recs: 0.0, max_repeats=5)
+    assert stuck.suggest("x") == Searcher.FINISHED  # an exhausted space ends the search

@@ -70,6 +70,21 @@ def test_one_mlflow_run_per_trial_including_the_searched_and_fresh_ones(optuna_s
     assert sum(i.startswith("ft-") and "@fresh-f" in i for i in ids) == 2
 
 
+def test_a_resumed_optuna_search_keeps_its_configs_and_only_runs_the_rest_of_the_budget(optuna_study, tmp_path_factory):
+    _, before, client = optuna_study
+    root = next(p for p in tmp_path_factory.getbasetemp().iterdir() if p.name.startswith("optuna"))
+    trials = root / "results" / "tpe" / "trials"
+    stamps = {p.name: p.stat().st_mtime_ns for p in trials.glob("*.json")}
+    assert main(["run", str(root / "tpe.yaml"), "--resume", "--set", "search.num_samples=4"]) == 0
+    after = json.loads((root / "results" / "tpe" / "summary.json").read_text())
+    searched = [e for e in after["configs"] if e["label"] == "ft"]
+    assert len(searched) == 4  # the 3 earlier configs (warm start for TPE) and one new one
+    assert {e["config_id"] for e in before["configs"]} <= {e["config_id"] for e in after["configs"]}
+    assert all(p.stat().st_mtime_ns == stamps[p.name] for p in trials.glob("*.json") if p.name in stamps)
+    ids = [r.data.tags["clorch.trial_id"] for r in trial_runs(client, "tpe")]
+    assert len(ids) == len(set(ids)) == after["trials_total"]
+
+
 def test_asha_stops_poor_trials_early_as_stopped_not_failed(ray_local, tmp_path):
     code, summary, client = run(tmp_path, {
         "name": "asha",
