@@ -13,5 +13,8 @@ from methods import joint as _joint  # noqa: F401
 from methods import stream_learners as _stream_learners  # noqa: F401
 from methods import resnet as _resnet  # noqa: F401
 from methods import update_magnitude as _update_magnitude  # noqa: F401
+from methods import lenet as _lenet  # noqa: F401
+from methods import alexnet as _alexnet  # noqa: F401
+from methods import halrp as _halrp  # noqa: F401
 
 __all__ = ["METHODS", "Method", "MethodContext", "TrainingDiverged", "seed_everything"]
