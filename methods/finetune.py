@@ -5,10 +5,18 @@ frozen parts. In the task-incremental setting each task still gets its own
 head. Other methods reuse this learner by composition: a ``Penalty`` adds a
 term to the loss and consolidates after each task (EWC is Finetune plus a
 Fisher penalty).
+
+Switches every subclass inherits (TrainingParams, all off by default):
+``wasserstein_lambda`` / ``l2_lambda`` attach the weight penalties of
+methods/penalties.py, and ``lr_scheduler: lot`` puts the loss-of-trainability
+scheduler (methods/lot_scheduler.py) on top of Adam: one param group per
+layer, and a call after every optimiser step that does its per-layer work
+every ``lot_every`` steps only.
 """
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Callable, Protocol, Sequence
 
 import torch
@@ -17,15 +25,21 @@ import torch.nn.functional as F
 from datasets.benchmark import DeviceSplit
 from methods.backbones import build_backbone
 from methods.loop import fit
+from methods.lot_scheduler import LotScheduler
 from methods.network import TaskNetwork
 from methods.optimizers import build_optimizer
 from methods.params import TrainingParams
+from methods.penalties import weight_penalties
 from methods.protocol import MethodContext
 from methods.registry import METHODS
 
 
 class Penalty(Protocol):
-    """A loss term that depends on the past (EWC, L2 to an anchor, ...)."""
+    """A loss term that depends on the past (EWC, L2 to an anchor, ...).
+
+    Optional: ``begin_task(net, task_id)``, called before a task is trained
+    (the weight penalties use it to leave other tasks' heads alone).
+    """
 
     def loss(self, net: TaskNetwork) -> torch.Tensor | None:
         """Added to the task loss at every step; None when inactive."""
@@ -53,21 +67,39 @@ class Finetune:
         self.net = TaskNetwork(build_backbone(params.backbone, ctx.input_shape, params), ctx).to(ctx.device)
         self.generator = torch.Generator(device="cpu").manual_seed(ctx.seed)
         self.optimizer: torch.optim.Optimizer | None = None
-        self.penalties = list(penalties)
+        self.penalties = list(penalties) + weight_penalties(params, self.net)
+        self.scheduler = LotScheduler(params, self.net, ctx.seed) if params.lr_scheduler == "lot" else None
 
     def learn_task(self, task_id: int, data: DeviceSplit) -> dict[str, float]:
+        for penalty in self.penalties:
+            begin = getattr(penalty, "begin_task", None)
+            if begin is not None:
+                begin(self.net, task_id)
         info = self.train(lambda xb: self.net(xb, task_id), F.cross_entropy, data.x, data.y)
         for penalty in self.penalties:
             info.update(penalty.after_task(self.net, task_id, data))
+        if self.scheduler is not None:
+            info.update(self.scheduler.task_info())
         return info
+
+    def trace(self) -> dict[str, list] | None:
+        """The scheduler's per-layer series over the control steps (None without a scheduler)."""
+        return None if self.scheduler is None else self.scheduler.trace()
+
+    def _optimizer_params(self):
+        """What the optimiser is built over: every parameter, or one group per layer for the scheduler."""
+        return self.net.parameters() if self.scheduler is None else self.scheduler.param_groups()
 
     def train(self, forward: Callable[[torch.Tensor], torch.Tensor],
               criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
               x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Epochs of minibatch steps of criterion(forward(x), y) + penalties."""
         if self.optimizer is None or self.p.reset_optimizer:
-            self.optimizer = build_optimizer(self.net.parameters(), self.p)
-        net, opt, penalties = self.net, self.optimizer, self.penalties
+            self.optimizer = build_optimizer(self._optimizer_params(), self.p)
+        net, opt, penalties, scheduler = self.net, self.optimizer, self.penalties, self.scheduler
+        if scheduler is not None:
+            steps = self.p.epochs * math.ceil(x.shape[0] / self.p.batch_size)
+            scheduler.begin(opt, lambda xb, yb: criterion(forward(xb), yb), total_steps=steps)
         net.train()
 
         def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -79,6 +111,8 @@ class Finetune:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if scheduler is not None:
+                scheduler.after_step(xb, yb)
             return loss
 
         info = fit(step, x, y, epochs=self.p.epochs, batch_size=self.p.batch_size, generator=self.generator)
@@ -100,14 +134,17 @@ class Finetune:
             "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "penalties": [p.state_dict() for p in self.penalties],
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.generator.set_state(state["generator"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.optimizer = None
         if state["optimizer"] is not None:
-            self.optimizer = build_optimizer(self.net.parameters(), self.p)
+            self.optimizer = build_optimizer(self._optimizer_params(), self.p)
             self.optimizer.load_state_dict(state["optimizer"])
         for penalty, s in zip(self.penalties, state["penalties"]):
             penalty.load_state_dict(s)

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from orchestrator import bootstrap, figures
+from orchestrator import bootstrap, figures, trace_figures
 from orchestrator.analysis import ConfigResult, analyse, searches
 from orchestrator.position import verdict
 from orchestrator.results import study_dir as results_study_dir
@@ -246,8 +246,10 @@ def write_report(data: StudyData, out_dir: Path, n_resamples: int = bootstrap.DE
             continue
         figures.FIGURES[name](results).savefig(path, dpi=110)
         written[name] = path
+    traced, traced_text = trace_figures.write(results, fig_dir)  # lr-scheduler studies only (lot)
     text = render(data, results, {n: f"{FIGURES_DIR}/{p.name}" for n, p in written.items()},
-                  n_resamples, confidence, seed)
+                  n_resamples, confidence, seed) + traced_text
+    written.update(traced)
     return Report(_write_text(out_dir / REPORT_FILE, text), written, results)
 
 
