@@ -8,6 +8,8 @@ single value, and which one is the study's choice (``search.objective``):
   for a method that must not fail on any order.
 - ``mean_minus_std``: mean ACC - k * sample std of ACC over trials.
 - ``acc_minus_aopd``: mean ACC - c * AOPD (order robustness traded against accuracy).
+- ``task_acc``: mean Task.Acc, the accuracy on each task right after learning
+  it (trainability, for loss-of-plasticity studies).
 
 The same function scores a config in the searcher (orchestrator/searcher.py)
 and picks the best config in the summary, so they cannot disagree. Higher is
@@ -41,6 +43,8 @@ def objective_value(spec: ObjectiveSpec, records: Sequence[dict[str, Any]]) -> f
         for order, a in zip(orders, accs):
             per_order.setdefault(tuple(order), []).append(a)
         return float(min(np.nanmean(v) for v in per_order.values()))
+    if spec.kind == "task_acc":
+        return float(np.nanmean([stats.task_acc(m, o) for m, o in zip(matrices, orders)]))
     if spec.kind == "mean_minus_std":
         std = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
         return float(np.nanmean(accs)) - spec.k * std
@@ -50,4 +54,4 @@ def objective_value(spec: ObjectiveSpec, records: Sequence[dict[str, Any]]) -> f
 
 def describe(spec: ObjectiveSpec) -> str:
     return {"mean_acc": "mean ACC", "worst_acc": "worst-order ACC", "mean_minus_std": f"mean ACC - {spec.k:g}*std",
-            "acc_minus_aopd": f"mean ACC - {spec.c:g}*AOPD"}[spec.kind]
+            "acc_minus_aopd": f"mean ACC - {spec.c:g}*AOPD", "task_acc": "mean Task.Acc"}[spec.kind]

@@ -160,8 +160,9 @@ class MethodSpec(Strict):
 class ObjectiveSpec(Strict):
     """The one number a config scores over its orders (and seeds); higher is better."""
 
-    kind: Literal["mean_acc", "worst_acc", "mean_minus_std", "acc_minus_aopd"] = Field(
-        "mean_acc", description="mean ACC | worst-order ACC | mean ACC - k*std | mean ACC - c*AOPD")
+    kind: Literal["mean_acc", "worst_acc", "mean_minus_std", "acc_minus_aopd", "task_acc"] = Field(
+        "mean_acc", description="mean ACC | worst-order ACC | mean ACC - k*std | mean ACC - c*AOPD | "
+                                "mean Task.Acc (trainability: accuracy on each task right after learning it)")
     k: float = Field(1.0, ge=0, le=100, description="mean_minus_std: weight of the std over trials")
     c: float = Field(1.0, ge=0, le=100, description="acc_minus_aopd: weight of AOPD")
 

@@ -34,6 +34,10 @@ def test_objectives_by_hand():
     assert objective_value(ObjectiveSpec(kind="mean_minus_std", k=2), RECORDS) == pytest.approx(70 - 2 * 10.0)
     # OPD per task: task0 90-50=40, task1 80-60=20, task2 0 -> AOPD 20
     assert objective_value(ObjectiveSpec(kind="acc_minus_aopd", c=0.5), RECORDS) == pytest.approx(70 - 10.0)
+    # Task.Acc: 100 on every task just learned, but the last task's just-learned value is its final one
+    assert objective_value(ObjectiveSpec(kind="task_acc"), RECORDS) == pytest.approx(((100 + 100 + 70)
+                                                                                   + (100 + 100 + 50)
+                                                                                   + (100 + 100 + 70)) / 9)
 
 
 def test_worst_order_averages_the_seeds_of_an_order_first():
