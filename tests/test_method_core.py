@@ -135,3 +135,19 @@ def test_core_does_not_import_ray_or_mlflow():
     code = ("import sys, methods, datasets, methods.finetune;"
             "bad=[m for m in ('ray','mlflow') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_one_sample_last_batch_does_not_break_batchnorm_backbones():
+    """LeNet has BatchNorm1d: a task of batch_size + 1 samples ends with a batch of one."""
+    import torch
+
+    from datasets.benchmark import DeviceSplit
+    from methods import METHODS, MethodContext
+
+    entry = METHODS.get("finetune")
+    ctx = MethodContext((3, 32, 32), (2,), "task_incremental", torch.device("cpu"), 0)
+    m = entry.target(entry.params(backbone="lenet", epochs=1, batch_size=4), ctx)
+    before = {k: v.clone() for k, v in m.net.state_dict().items()}
+    info = m.learn_task(0, DeviceSplit(torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 0, 1, 1])))
+    assert info["loss_last_epoch"] == info["loss_last_epoch"]  # finite, no BatchNorm error
+    assert any(not torch.equal(before[k], v) for k, v in m.net.state_dict().items())  # the full batch trained
