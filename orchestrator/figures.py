@@ -185,7 +185,10 @@ def position_effect(results: list[ConfigResult]) -> Figure:
     ax.set_xlabel("position in the order (1 = learned first)")
     ax.set_ylabel("final accuracy − task's mean over orders (points)")
     ax.set_title("Position effect: does learning a task later help or hurt it?")
-    ax.legend(fontsize=8)
+    if shown:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no config has a task at every position in 2+ orders", ha="center", transform=ax.transAxes)
     ax.grid(alpha=0.3)
     return fig
 

@@ -137,8 +137,11 @@ def _failures(data: StudyData) -> list[str]:
     failed = [r for r in data.records if r["status"] != "completed"]
     if not failed:
         return []
-    lines = ["## Failed trials", "", f"{len(failed)} of {len(data.records)} trials failed; their configs' "
-             "numbers use the completed trials only.", ""]
+    stopped = sum(r["status"] == "stopped" for r in failed)
+    what = f"{len(failed) - stopped} failed" + (f" and {stopped} were stopped early (scheduler or time budget)"
+                                               if stopped else "")
+    lines = ["## Failed and stopped trials" if stopped else "## Failed trials", "",
+             f"Of {len(data.records)} trials {what}; their configs' numbers use the completed trials only.", ""]
     for r in failed[:20]:
         error = (r.get("error") or "").strip().splitlines()
         lines.append(f"- `{r['trial_id']}`: {error[-1] if error else 'no error recorded'}")
@@ -155,7 +158,8 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
     T = records[0]["num_tasks"]
     orders = {tuple(r["order"]) for r in records}
     seeds = sorted({r["seed"] for r in records})
-    failed = sum(r["status"] != "completed" for r in records)
+    failed = sum(r["status"] == "failed" for r in records)
+    stopped = sum(r["status"] == "stopped" for r in records)
     bench = summary.get("benchmark", {}).get("name", "–")
     pct = f"{confidence * 100:g}%"
     lines = [
@@ -163,7 +167,7 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
         f"- source: {data.source}",
         f"- benchmark: {bench}, {T} tasks, setting {records[0].get('setting', '–')}",
         f"- {len(orders)} distinct orders × {len(seeds)} seed(s) {seeds} × {len(results)} configs = "
-        f"{len(records)} trials, {failed} failed",
+        f"{len(records)} trials, {failed} failed" + (f", {stopped} stopped early" if stopped else ""),
         f"- generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
     ]
     lines += [f"- note: {n}" for n in data.notes]
@@ -205,9 +209,22 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
     if "search_progress" in figure_files:
         lines += [f"Searches (methods with more than one config): {', '.join(searched)}.", "",
                   f"![search progress]({figure_files['search_progress']})", "", CAPTIONS["search_progress"], ""]
+        chosen = summary.get("best") or {}
+        objective = (summary.get("search") or {}).get("objective_text", "mean ACC")
         for label in searched:
             ok = [r for r in results if r.config.label == label and r.ok]
-            if ok:
+            b = chosen.get(label)
+            winner = next((r for r in ok if b and r.config.config_id == b["config_id"]), None)
+            if winner is not None and b.get("objective") is not None:
+                line = (f"- best {label} by {objective}: {winner.name} (objective {_num(b['objective'])} on the "
+                        f"search orders; ACC {_pm(winner.entry['acc_mean'], winner.entry['acc_std'])}, "
+                        f"AOPD {_num(winner.entry['aopd'])})")
+                f = b.get("fresh")
+                if f and f.get("objective") is not None:
+                    line += (f"; re-run on {f['R']} fresh orders, the estimate to report: objective "
+                             f"{_num(f['objective'])}, ACC {_pm(f['acc_mean'], f['acc_std'])}, AOPD {_num(f['aopd'])}")
+                lines.append(line)
+            elif ok:
                 best = max(ok, key=lambda r: r.entry["acc_mean"])
                 lines.append(f"- best {label} by ACC: {best.name} (ACC {_pm(best.entry['acc_mean'], best.entry['acc_std'])}, "
                              f"AOPD {_num(best.entry['aopd'])})")

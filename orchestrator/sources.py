@@ -62,6 +62,8 @@ def _in_summary(record: dict[str, Any], summary: dict[str, Any]) -> bool:
     """Whether a trial file belongs to the run summary.json describes (an earlier run may have left others)."""
     configs = {e["config_id"] for e in summary.get("configs", [])}
     orders = summary.get("orders")
+    if orders:
+        orders = orders + (summary.get("final_orders") or [])  # the best configs' fresh-order re-runs
     seeds = summary.get("seeds")
     return (record["config_id"] in configs and (not orders or list(record.get("order") or []) in orders)
             and (seeds is None or record["seed"] in seeds))

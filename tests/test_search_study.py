@@ -62,6 +62,16 @@ def test_the_winner_is_re_run_on_fresh_orders_and_both_estimates_are_in_the_summ
     assert summary["trials_total"] == 3 * 2 + 2 + 2
 
 
+def test_the_report_names_the_winner_by_the_objective_and_its_fresh_order_estimate(optuna_study, tmp_path_factory):
+    _, summary, _ = optuna_study
+    root = next(p for p in tmp_path_factory.getbasetemp().iterdir() if p.name.startswith("optuna"))
+    report = (root / "results" / "tpe" / "report.md").read_text()
+    line = next(l for l in report.splitlines() if l.startswith("- best ft by worst-order ACC"))
+    fresh = summary["best"]["ft"]["fresh"]
+    assert f"re-run on {fresh['R']} fresh orders" in line
+    assert f"objective {fresh['objective']:.2f}, ACC" in line, line
+
+
 def test_one_mlflow_run_per_trial_including_the_searched_and_fresh_ones(optuna_study):
     _, summary, client = optuna_study
     runs = trial_runs(client, "tpe")

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from methods.registry import METHODS
 from orchestrator.cli import main
 from orchestrator.expand import expand_configs, expand_trials
 from orchestrator.spec import StudyError, load_study, parse_study
@@ -49,7 +50,7 @@ BAD = [
     (with_("orders", {"kind": "apd", "set": "cifar100_split"}), "orders", "orders 10 tasks but the benchmark has 5"),
     (with_("orders", {"kind": "apd", "set": "cifar10"}), "orders.set", "'cifar100_split' or 'cifar100_superclass'"),
     (with_("methods", []), "methods", "at least 1 item"),
-    (with_("methods.0.name", "ewcc"), "methods[0].name", "unknown method; available: autostep, ewc, finetune, joint"),
+    (with_("methods.0.name", "ewcc"), "methods[0].name", "unknown method; available: " + ", ".join(METHODS.names())),
     (with_("methods.0.params", {"lr": -1}), "methods[0].params.lr", "greater than 0"),
     (with_("methods.0.params", {"optimizer": "adamw"}), "methods[0].params.optimizer", "'sgd', 'adam', 'rmsprop' or 'idbd'"),
     (with_("methods.0.params", {"learning_rate": 0.1}), "methods[0].params.learning_rate", "unknown parameter; allowed: backbone, hidden"),
