@@ -38,7 +38,31 @@ def main(argv: list[str] | None = None) -> int:
                           "report to the study run (default: $MLFLOW_TRACKING_URI)")
     rep.add_argument("--experiment", help="MLflow experiment to look in (default: every experiment)")
     rep.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    # ---- Ray Jobs on a cluster: submit / status / logs (orchestrator/jobs.py) ----
+    cluster_help = ("the head's job server, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS); "
+                    "`ray dashboard cluster.yaml` forwards it to http://127.0.0.1:8265")
+    sbm = sub.add_parser("submit", help="run a study on a Ray cluster as a Ray Job (the driver runs on the head)")
+    sbm.add_argument("study", help="study YAML file (validated here first; uploaded with this clorch's code)")
+    sbm.add_argument("--address", help=cluster_help)
+    sbm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a study field, here and in the job, e.g. --set tracking.uri=http://127.0.0.1:5000")
+    sbm.add_argument("--data-root", help="dataset root on the head (an absolute path there)")
+    sbm.add_argument("--resume", action="store_true", help="the job runs `clorch run --resume`")
+    sbm.add_argument("--no-wait", action="store_true",
+                     help="return once submitted (default: print the job's log until it ends, exit with its code)")
+    sts = sub.add_parser("status", help="status of a submitted job")
+    sts.add_argument("job", help="job id printed by `clorch submit`")
+    sts.add_argument("--address", help=cluster_help)
+    lgs = sub.add_parser("logs", help="log of a submitted job (the driver's output)")
+    lgs.add_argument("job", help="job id printed by `clorch submit`")
+    lgs.add_argument("--address", help=cluster_help)
+    lgs.add_argument("--follow", action="store_true", help="keep printing until the job ends; exit with its code")
     args = parser.parse_args(argv)
+    if args.command in ("submit", "status", "logs"):
+        from orchestrator import jobs
+
+        return {"submit": jobs.submit_command, "status": jobs.status_command, "logs": jobs.logs_command}[args.command](args)
+    # ---- end of Ray Jobs ----
 
     if args.command == "list":
         from orchestrator.listing import describe_all
