@@ -16,16 +16,15 @@ every ``lot_every`` steps only.
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, Callable, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
 
 from datasets.benchmark import DeviceSplit
 from methods.backbones import build_backbone
-from methods.loop import fit
+from methods.loop import fit, num_batches
 from methods.lot_scheduler import LotScheduler
 from methods.network import TaskNetwork
 from methods.optimizers import build_optimizer
@@ -99,21 +98,11 @@ class Finetune:
             self.optimizer = build_optimizer(self._optimizer_params(), self.p)
         net, opt, penalties, scheduler = self.net, self.optimizer, self.penalties, self.scheduler
         if scheduler is not None:
-            steps = self.p.epochs * math.ceil(x.shape[0] / self.p.batch_size)
+            steps = self.p.epochs * num_batches(x.shape[0], self.p.batch_size)
             scheduler.begin(opt, lambda xb, yb: criterion(forward(xb), yb), total_steps=steps)
         net.train()
-        batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
 
         def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            if batch_norm and xb.shape[0] == 1:
-                # BatchNorm cannot train on one sample (it happens to the last batch when
-                # the task's size is 1 more than a multiple of batch_size): no step, and
-                # the loss figure gets its eval-mode loss.
-                with torch.no_grad():
-                    net.eval()
-                    loss = criterion(forward(xb), yb)
-                    net.train()
-                return loss
             loss = criterion(forward(xb), yb)
             for penalty in penalties:
                 extra = penalty.loss(net)

@@ -42,9 +42,6 @@ Quirks of the authors' code, each a switch (our default first):
   uses the training split (the code's own fallback when it has no val loader).
 - The Fisher is taken w.r.t. the free model's weights W~ (the spec's
   dCE/dW~_l), in contiguous minibatches of ``batch_size``.
-- A minibatch of one sample is skipped when the backbone has BatchNorm
-  (BatchNorm1d cannot train on it); it only happens when the training set
-  size is 1 more than a multiple of batch_size.
 - A task not learned yet is predicted with the base backbone and its
   (untrained) head; a task is learned at most once.
 - Capacity: |theta_0| = base backbone + the base task's head; a later task
@@ -151,7 +148,6 @@ class HALRP:
         self.p, self.ctx = params, ctx
         self.net = TaskNetwork(build_backbone(params.backbone, ctx.input_shape, params), ctx).to(ctx.device)
         self.layer_names = [name for name, _ in perturbable_layers(self.net.backbone)]
-        self.has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.net.backbone.modules())
         self.tasks = nn.ModuleDict()  # str(task_id) -> that task's perturbed backbone
         self.ranks: dict[int, dict[str, int]] = {}
         self.base_task: int | None = None
@@ -348,13 +344,11 @@ class HALRP:
         opt = build_optimizer(params, self.p)
         for m in modules:
             m.train()
-        multiplier, skip_single = self.p.grad_multiplier, self.has_bn
+        multiplier = self.p.grad_multiplier
         per_batch = self.p.lr_decay ** (self.p.batch_size / (50000 / self.ctx.num_tasks * 0.8)) \
             if self.p.lr_schedule == "batch_cifar" else None
 
         def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            if skip_single and xb.shape[0] == 1:
-                return torch.zeros((), device=xb.device)
             loss = F.cross_entropy(forward(xb), yb)
             if penalty is not None:
                 loss = loss + penalty()

@@ -8,8 +8,8 @@ the paper; other image sizes give 50*(H//4)*(W//4).
 
 The widths are fixed (the issue asks for the APD sizes): ``hidden``/``channels``
 of TrainingParams do not apply to it. Like every BatchNorm1d network it cannot
-train on a minibatch of one sample (PyTorch raises); pick batch_size so that
-the training set size is not 1 more than a multiple of it.
+train on a minibatch of one sample; the shared loop (methods/loop.py) never
+makes one unless a task has a single training sample.
 """
 from __future__ import annotations
 

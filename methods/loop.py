@@ -3,6 +3,8 @@
 Data is already on the device; batches are drawn by index from a seeded
 permutation, so there is no DataLoader and no Python work per sample. The loss
 is checked for NaN/inf once per epoch (one device sync), not per step.
+A trailing batch of one sample (batch_size > 1) joins the batch before it:
+BatchNorm cannot train on one sample, and every method gets the same batches.
 """
 from __future__ import annotations
 
@@ -16,6 +18,20 @@ from methods.protocol import TrainingDiverged
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def num_batches(n: int, batch_size: int) -> int:
+    """Steps per epoch over ``n`` samples (what ``fit`` takes, a one-sample remainder folded in)."""
+    full, rest = divmod(n, batch_size)
+    return full + (rest > 1 or (rest == 1 and full == 0))
+
+
+def epoch_batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """One epoch's index batches; a one-sample remainder (of a batch_size > 1) joins the last full batch."""
+    batches = list(perm.split(batch_size))
+    if batch_size > 1 and len(batches) > 1 and batches[-1].numel() == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
 def fit(step: Step, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int,
         generator: torch.Generator) -> dict[str, float]:
     """Run ``step(xb, yb) -> loss`` over ``epochs`` shuffled passes; return loss figures."""
@@ -27,7 +43,7 @@ def fit(step: Step, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size
         perm = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
         total = torch.zeros((), device=x.device)
         batches = 0
-        for idx in perm.split(batch_size):
+        for idx in epoch_batches(perm, batch_size):
             total += step(x[idx], y[idx]).detach()
             batches += 1
         last = (total / batches).item()

@@ -7,6 +7,7 @@ CLI calls it first thing.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -15,14 +16,25 @@ class ClusterUnreachable(RuntimeError):
     """``--address`` named a cluster we could not join; the message says why and what to do."""
 
 
-def token_available() -> bool:
-    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-                or (Path.home() / ".ray" / "auth_token").is_file())
+def token_source() -> str | None:
+    """Where Ray will read this machine's token from, in Ray's order of precedence (None: nowhere)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "$RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return f"$RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})"
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def reachable(host: str, port: int, timeout_s: float = 5.0) -> None:
+    """Raise OSError in seconds when nothing listens at host:port (Ray and requests retry for long)."""
+    with socket.create_connection((host.strip("[]"), port), timeout=timeout_s):
+        pass
 
 
 def use_cluster_token(address: str | None) -> None:
     """Joining a cluster with a token at hand: switch the client to token mode."""
-    if address and "RAY_AUTH_MODE" not in os.environ and token_available():
+    if address and "RAY_AUTH_MODE" not in os.environ and token_source() is not None:
         if "ray" in sys.modules:
             raise RuntimeError("use_cluster_token must run before ray is imported")
         os.environ["RAY_AUTH_MODE"] = "token"
@@ -47,17 +59,13 @@ def connect(address: str | None) -> None:
         raise ClusterUnreachable(_explain(address, e)) from None
 
 
-def _probe(address: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds, not minutes, when nothing listens at host:port (Ray retries for long)."""
-    import socket
-
+def _probe(address: str) -> None:
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():
         return  # "auto" and the like: let Ray resolve it
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            pass
+        reachable(host, int(port))
     except OSError as e:
         raise ClusterUnreachable(_explain(address, e)) from None
 

@@ -28,7 +28,6 @@ import os
 import secrets
 import shlex
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -37,6 +36,8 @@ from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
+
+from orchestrator.cluster import reachable, token_source, use_cluster_token
 
 # Where the address comes from when --address is not given, first found wins.
 ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
@@ -72,16 +73,6 @@ def resolve_address(given: str | None) -> str:
     return address.rstrip("/")
 
 
-def token_source() -> str | None:
-    """Where Ray will read this machine's token from, in Ray's order of precedence."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return "$RAY_AUTH_TOKEN"
-    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return f"$RAY_AUTH_TOKEN_PATH ({os.environ['RAY_AUTH_TOKEN_PATH']})"
-    default = Path.home() / ".ray" / "auth_token"
-    return str(default) if default.is_file() else None
-
-
 def _auth_message(address: str, error: Exception) -> str:
     text = str(error)
     copy = ("copy the head's token here: `ray get-auth-token` on the head prints it; put it in "
@@ -106,13 +97,10 @@ def _address_env_cleared():
         os.environ.update(saved)
 
 
-def _probe(address: str, timeout_s: float = 5.0) -> None:
-    """Fail in seconds when nothing listens there (requests would wait for the OS's TCP timeout)."""
+def _probe(address: str) -> None:
     parts = urlsplit(address)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
-            pass
+        reachable(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
     except OSError as e:
         raise JobError(f"no Ray job server answered at {address} ({e.strerror or e}): check that the head runs "
                        f"(`ray up cluster.yaml`, or `ray start --head` on it) and that the port is reachable; "
@@ -305,8 +293,6 @@ def follow(client, job_id: str, out: TextIO = sys.stdout) -> int:
 
 # ---------------------------------------------------------------- the three commands
 def _client_for(address_arg: str | None):
-    from orchestrator.cluster import use_cluster_token
-
     address = resolve_address(address_arg)
     use_cluster_token(address)  # before ray is imported
     return address, connect(address)
@@ -314,8 +300,6 @@ def _client_for(address_arg: str | None):
 
 def submit_command(args: Any) -> int:
     from orchestrator.spec import StudyError, load_study
-
-    from orchestrator.cluster import use_cluster_token
 
     try:
         address = resolve_address(args.address)
@@ -330,7 +314,7 @@ def submit_command(args: Any) -> int:
     for warning in path_warnings(study, args.data_root):
         print(f"clorch: warning: {warning}", file=sys.stderr)
     try:
-        address, client = _client_for(address)
+        client = connect(address)
         job = submit(client, study, Path(args.study), args.overrides, args.data_root, args.resume)
     except JobError as e:
         print(f"clorch: {e}", file=sys.stderr)

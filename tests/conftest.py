@@ -19,6 +19,27 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def digits():
+    """split_digits with its defaults (the bundled scikit-learn digits: no files, no network)."""
+    import datasets
+
+    entry = datasets.BENCHMARKS.get("split_digits")
+    return entry.target(entry.params())
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny nets (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): one
+    intra-op thread is faster, and much faster on a shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run in an empty working directory, so default outputs land there."""

@@ -20,11 +20,6 @@ from orchestrator.trial import matrix_array, run_trial
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def digits():
-    e = datasets.BENCHMARKS.get("split_digits")
-    return e.target(e.params())
-
 
 def spec(method, order, **params):
     p = METHODS.get(method).params(**{"epochs": 2, **params}).model_dump()

@@ -1,56 +1,21 @@
 """`clorch run --address` joins an existing Ray cluster instead of starting its own.
 
-The test starts a real head with `ray start --head --block` on loopback in its
-own process group, and stops it by killing that group: `ray stop` would also
-kill the embedded Ray other tests of this session use.
+The test starts a real head on loopback (tests/servers.py) and stops it after.
 """
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import yaml
 
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from servers import BIN, free_port, start_ray_head, stop_group
 
 
 @pytest.fixture
 def ray_head(tmp_path):
-    port = _free_port()
-    log = open(tmp_path / "head.log", "w")
-    head = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if head.poll() is not None:
-            pytest.fail(f"ray start --head exited: {(tmp_path / 'head.log').read_text()[-2000:]}")
-        if "Ray runtime started" in (tmp_path / "head.log").read_text():
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail("ray head did not start in 90 s")
+    head, address = start_ray_head(tmp_path / "head.log")
     yield address
-    os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=5)
-    except subprocess.TimeoutExpired:  # the head's children outlive a TERM under --block
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=30)
-    log.close()
+    stop_group(head)
 
 
 def test_run_with_address_uses_the_running_cluster(ray_head, tmp_path):
@@ -81,7 +46,7 @@ def test_an_unreachable_address_is_one_clear_error_and_nothing_written(tmp_path)
              "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"}}
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(study))
-    proc = subprocess.run([str(BIN / "clorch"), "run", str(path), "--address", f"127.0.0.1:{_free_port()}"],
+    proc = subprocess.run([str(BIN / "clorch"), "run", str(path), "--address", f"127.0.0.1:{free_port()}"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "cannot join the Ray cluster at 127.0.0.1:" in proc.stderr and "no Ray head answered" in proc.stderr

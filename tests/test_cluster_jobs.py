@@ -1,19 +1,13 @@
 """`clorch submit` / `status` / `logs` against real servers on loopback.
 
 A Ray head (`ray start --head` with its dashboard, the job server) and an
-`mlflow server` are started here, each in its own process group, and stopped
-by killing that group after the module (`ray stop` would also kill the
-embedded Ray other tests use). The head runs with the venv first on PATH, as
-cluster.yaml arranges on real nodes, so a job's `python` is the project's.
+`mlflow server` are started on loopback for the module (tests/servers.py) and
+stopped after.
 """
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,90 +16,24 @@ from mlflow import MlflowClient
 
 from orchestrator import jobs
 from orchestrator.spec import parse_study
-
-BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:  # the head's children outlive a TERM under --block
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-
-
-def _wait_for(what: str, ready, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{what} exited: {log.read_text()[-2000:]}")
-        if ready():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"{what} did not start in {timeout_s:g} s: {log.read_text()[-2000:]}")
-
-
-def _listens(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+from servers import BIN, free_port, start_mlflow_server, start_ray_head, stop_group
 
 
 @pytest.fixture(scope="module")
 def job_server(tmp_path_factory):
     """A Ray head on loopback with its job server; yields the job server's http address."""
-    tmp = tmp_path_factory.mktemp("head")
-    dashboard = _free_port()
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-    with open(tmp / "head.log", "w") as log:
-        head = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--head", "--block", f"--port={_free_port()}", "--node-ip-address=127.0.0.1",
-             "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-             f"--dashboard-port={dashboard}", "--disable-usage-stats"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        _wait_for("ray start --head", lambda: "Ray runtime started" in (tmp / "head.log").read_text()
-                  and _listens(dashboard), head, tmp / "head.log")
-        yield address
-    finally:
-        _stop(head)
+    dashboard = free_port()
+    head, _ = start_ray_head(tmp_path_factory.mktemp("head") / "head.log", dashboard_port=dashboard)
+    yield f"http://127.0.0.1:{dashboard}"
+    stop_group(head)
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on loopback with a SQLite store; yields its http URI."""
-    tmp = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    with open(tmp / "mlflow.log", "w") as log:
-        server = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db", "--artifacts-destination", str(tmp / "artifacts"),
-             "--allowed-hosts", f"127.0.0.1:{port},localhost:{port}", "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for("mlflow server", lambda: _answers(f"{uri}/health"), server, tmp / "mlflow.log")
-        yield uri
-    finally:
-        _stop(server)
+    server, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    yield uri
+    stop_group(server)
 
 
 def clorch(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -194,7 +122,7 @@ def test_a_bad_study_is_refused_before_anything_is_submitted(submitted, job_serv
 def test_nothing_listening_or_a_gcs_address_is_a_clear_error_in_seconds(tmp_path):
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     started = time.monotonic()
-    proc = clorch("submit", "tiny.yaml", "--address", f"http://127.0.0.1:{_free_port()}", cwd=tmp_path, timeout=60)
+    proc = clorch("submit", "tiny.yaml", "--address", f"http://127.0.0.1:{free_port()}", cwd=tmp_path, timeout=60)
     assert proc.returncode == 2 and "no Ray job server answered at http://127.0.0.1:" in proc.stderr
     assert time.monotonic() - started < 30
     gcs = clorch("status", "x", "--address", "127.0.0.1:6379", cwd=tmp_path, timeout=60)

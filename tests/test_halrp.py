@@ -19,12 +19,7 @@ CPU = torch.device("cpu")
 SMALL = dict(backbone="mlp", hidden=[32, 32], epochs=3, batch_size=32, lr=3e-3, upper_rank=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,7 @@ from methods.backbones import BACKBONES, build_backbone
 from methods.lenet import LeNet
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def n_params(m: nn.Module) -> int:

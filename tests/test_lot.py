@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
-import datasets
 from methods import METHODS, MethodContext, seed_everything
 from methods.backbones import MLP, CReLU, SmallCNN
 from methods.lot_scheduler import COOL, KEEP, WARM, LotScheduler, Volatility, lot_action
@@ -25,19 +24,8 @@ CPU = torch.device("cpu")
 ADAM = dict(optimizer="adam", lr=0.01, epochs=2, batch_size=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These nets are tiny: one intra-op thread is faster, and much faster on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module")
-def digits():
-    e = datasets.BENCHMARKS.get("split_digits")
-    return e.target(e.params())
 
 
 def make(bench, method="finetune", setting="task_incremental", seed=0, **params):

@@ -7,17 +7,12 @@ import torch
 import datasets
 import methods
 from methods import METHODS, MethodContext, TrainingDiverged, seed_everything
-from methods.loop import accuracy, fit
+from methods.loop import accuracy, epoch_batches, fit, num_batches
 from methods.network import TaskNetwork
 from methods.backbones import SmallCNN
 
 CPU = torch.device("cpu")
 
-
-@pytest.fixture(scope="module")
-def digits():
-    entry = datasets.BENCHMARKS.get("split_digits")
-    return entry.target(entry.params())
 
 
 def make(bench, setting="task_incremental", seed=0, **params):
@@ -151,3 +146,13 @@ def test_a_one_sample_last_batch_does_not_break_batchnorm_backbones():
     info = m.learn_task(0, DeviceSplit(torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 0, 1, 1])))
     assert info["loss_last_epoch"] == info["loss_last_epoch"]  # finite, no BatchNorm error
     assert any(not torch.equal(before[k], v) for k, v in m.net.state_dict().items())  # the full batch trained
+
+
+@pytest.mark.parametrize("n, batch_size, sizes", [(9, 4, [4, 5]), (10, 4, [4, 4, 2]), (8, 4, [4, 4]),
+                                                  (1, 4, [1]), (3, 4, [3]), (5, 1, [1, 1, 1, 1, 1])])
+def test_an_epoch_covers_every_sample_once_and_never_ends_on_a_one_sample_batch(n, batch_size, sizes):
+    perm = torch.randperm(n)
+    batches = epoch_batches(perm, batch_size)
+    assert [len(b) for b in batches] == sizes
+    assert len(batches) == num_batches(n, batch_size)
+    assert torch.equal(torch.cat(batches), perm)

@@ -4,18 +4,12 @@ import math
 import numpy as np
 import pytest
 
-import datasets
 import methods
 from methods import TrainingDiverged
 from orchestrator import stats
 from orchestrator.expand import TrialSpec
 from orchestrator.trial import matrix_array, run_trial
 
-
-@pytest.fixture(scope="module")
-def digits():
-    e = datasets.BENCHMARKS.get("split_digits")
-    return e.target(e.params())
 
 
 def spec(order, evaluate_unseen=False, **params):

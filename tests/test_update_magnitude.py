@@ -18,19 +18,8 @@ CPU = torch.device("cpu")
 SGD = dict(optimizer="sgd", lr=0.05, momentum=0.9, epochs=2, batch_size=32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These nets are tiny: one intra-op thread is faster, and much faster on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module")
-def digits():
-    e = datasets.BENCHMARKS.get("split_digits")
-    return e.target(e.params())
 
 
 def spec(order, **params):
