@@ -45,6 +45,10 @@ class StudyRecorder:
     def add_config(self, config: Config) -> None:
         self.configs.setdefault(config.config_id, config)
 
+    def records_of(self, config_id: str) -> list[dict[str, Any]]:
+        """The finished trials of one config (this run's and kept earlier ones), by trial id."""
+        return [self.records[t] for t in sorted(self.records) if self.records[t]["config_id"] == config_id]
+
     def expect(self, n: int) -> None:
         """``n`` more trials are about to be scheduled (for the progress line)."""
         self.expected += n

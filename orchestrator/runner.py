@@ -34,7 +34,7 @@ from orchestrator.objective import describe, objective_value
 from orchestrator.recorder import StudyRecorder
 from orchestrator.results import read_trials, study_dir, write_json
 from orchestrator.spec import Study
-from orchestrator.summary import build_summary, format_table
+from orchestrator.summary import best_per_label, build_summary, config_entry, format_table
 
 # Tune's JSON logger is kept (its result.json is what Tune's analysis reads);
 # CSV and TensorBoard would only duplicate our records, and TensorBoard warns
@@ -218,8 +218,7 @@ class TuneRuns:
             return [{"unit": self.unit(t)} for t in trials_for(config, orders, seeds, setting, study.evaluate_unseen)]
 
         def known(searched: dict[str, Any]) -> float | None:
-            cid = make_config(study, method_index, searched).config_id
-            recs = [r for r in self.recorder.records.values() if r["config_id"] == cid]
+            recs = self.recorder.records_of(make_config(study, method_index, searched).config_id)
             if len(recs) < members or any(r["status"] != "completed" for r in recs):
                 return None
             value = objective_value(study.search.objective, recs)
@@ -308,8 +307,7 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     runs.run_fixed("final", [t for t in fresh if t.trial_id not in recorder.previous])
 
     all_configs = list(recorder.configs.values())
-    records = [recorder.records[t] for c in all_configs for t in sorted(recorder.records)
-               if recorder.records[t]["config_id"] == c.config_id]
+    records = [r for c in all_configs for r in recorder.records_of(c.config_id)]
     meta = {"benchmark": study.benchmark.model_dump(), "num_tasks": benchmark.num_tasks, "setting": setting,
             "orders": [list(o) for o in orders], "final_orders": [list(o) for o in study.final_orders()],
             "seeds": study.seeds, "wall_s": time.monotonic() - started,
@@ -346,22 +344,19 @@ def _fresh_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[T
     for c in recorder.configs.values():
         if not c.label.endswith(FRESH):
             by_label.setdefault(c.label, []).append(c)
+    # A label with one config chose nothing, so nothing is flattered. The winner is picked by the
+    # summary's own rule (best_per_label), so the re-run is always the config the summary calls best.
+    chosen = {label: configs for label, configs in by_label.items() if len(configs) >= 2}
+    best = best_per_label([config_entry(c, recorder.records_of(c.config_id), study.search.objective)
+                           for configs in chosen.values() for c in configs], FRESH)
     trials: list[TrialSpec] = []
-    for label, configs in by_label.items():
-        if len(configs) < 2:
-            continue  # nothing was chosen, so nothing is flattered
-        best, best_value = None, float("-inf")
-        for c in configs:
-            recs = [r for r in recorder.records.values() if r["config_id"] == c.config_id]
-            if not recs or any(r["status"] != "completed" for r in recs):
-                continue  # only configs that completed every trial are eligible
-            value = objective_value(study.search.objective, recs)
-            if value == value and value > best_value:
-                best, best_value = c, value
-        if best is None:
+    for label in chosen:
+        if label not in best:
             print(f"{label}: no config completed every trial; nothing to re-run on fresh orders", flush=True)
             continue
-        rerun = Config(best.config_id + FRESH, label + FRESH, best.method, best.params, best.searched)
+        best_config = recorder.configs[best[label]["config_id"]]
+        rerun = Config(best_config.config_id + FRESH, label + FRESH, best_config.method, best_config.params,
+                       best_config.searched)
         recorder.add_config(rerun)
         trials += trials_for(rerun, fresh_orders, study.seeds, setting, study.evaluate_unseen, tag="f")
     if trials:
