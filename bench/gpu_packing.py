@@ -54,9 +54,9 @@ def main() -> None:
 
     import ray
 
-    from orchestrator.results import read_trials
-    from orchestrator.runner import run_study
-    from orchestrator.spec import parse_study
+    from orchestrator.results.store import read_trials
+    from orchestrator.run.driver import run_study
+    from orchestrator.study.loading import parse_study
 
     ray.init(address="local", num_cpus=args.cpus, num_gpus=1 if args.device == "gpu" else 0,
              include_dashboard=False, logging_level="warning")

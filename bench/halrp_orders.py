@@ -4,7 +4,7 @@ Prints, per method: ACC, forgetting, AOPD and MOPD over the orders
 (orchestrator/stats.py), HALRP's capacity increment and ranks per task
 position, and the training time per task position of both methods.
 
-Every trial runs through orchestrator.trial.run_trial, as a study would. To fit
+Every trial runs through orchestrator.run.trial.run_trial, as a study would. To fit
 a CPU, each task keeps ``--train-fraction`` of its training images, and the
 validation and test splits are subsampled (a seeded uniform draw) to
 ``--val-per-task`` / ``--test-per-task`` images: fewer images for HALRP's
@@ -28,10 +28,11 @@ import torch
 
 import methods
 from datasets import LoadContext, load_benchmark
-from orchestrator.expand import TrialSpec
-from orchestrator.orders import random_orders
-from orchestrator.stats import config_stats
-from orchestrator.trial import matrix_array, run_trial
+from orchestrator.study.schema import TrialSpec
+from orchestrator.study.orders import random_orders
+from orchestrator.results.stats import config_stats
+from orchestrator.results.records import matrix_array
+from orchestrator.run.trial import run_trial
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -25,8 +25,9 @@ import torch
 import datasets
 from datasets.common import LoadContext
 from methods import METHODS
-from orchestrator.expand import TrialSpec
-from orchestrator.trial import matrix_array, run_trial
+from orchestrator.study.schema import TrialSpec
+from orchestrator.results.records import matrix_array
+from orchestrator.run.trial import run_trial
 
 
 def own_task_accuracy(rec) -> np.ndarray:
@@ -88,8 +89,8 @@ def main() -> None:
                 medians = {q: _median(trace[f"{q}/{layer}"]) for q in ("eta_eff", "eta_crit", "G", "sigma2", "V", "sharpness")}
                 print(f"  {layer} medians over control steps: " + ", ".join(f"{q} {v:.3g}" for q, v in medians.items()))
     if args.figures is not None:
-        from orchestrator.analysis import analyse
-        from orchestrator.trace_figures import lr_trajectories, trainability
+        from orchestrator.report.analysis import analyse
+        from orchestrator.report.trace_figures import lr_trajectories, trainability
 
         args.figures.mkdir(parents=True, exist_ok=True)
         results = analyse(records, None, n_resamples=10)

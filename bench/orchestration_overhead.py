@@ -49,9 +49,9 @@ def study_dict(root: Path, epochs: int, orders: int) -> dict:
 
 
 def one_run(epochs: int, orders: int, slots: int) -> dict:
-    from orchestrator.results import read_trials
-    from orchestrator.runner import run_study
-    from orchestrator.spec import parse_study
+    from orchestrator.results.store import read_trials
+    from orchestrator.run.driver import run_study
+    from orchestrator.study.loading import parse_study
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

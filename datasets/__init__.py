@@ -1,24 +1,28 @@
 """Continual-learning benchmarks behind one registry.
 
-Importing this package registers every built-in benchmark, so
-``datasets.BENCHMARKS.names()`` lists what a study may ask for. Nothing here
+Importing this package imports every module in this folder, so a new
+benchmark family is one file here with a ``@datasets.register("name")``
+builder: no import line to add anywhere. ``datasets.BENCHMARKS.names()`` lists
+what a study may ask for; plugins add to the same registry. Nothing here
 imports Ray or MLflow: the core runs and tests without them.
+
+A builder is ``builder(params, ctx: LoadContext) -> Benchmark``; its pydantic
+``Params`` model (a ``Params`` attribute of the builder, or ``params=``) must
+expose ``num_tasks`` so orders are validated before anything is loaded.
 """
+import importlib
+import pkgutil
+
 from datasets.benchmark import Benchmark, Task
 from datasets.common import LoadContext, MissingData
 from datasets.loading import load_benchmark
-from datasets.registry import BENCHMARKS, Registry, RegistryError
+from datasets.registry import BENCHMARKS, DuplicateName, Registry, RegistryError
 
-# Registration side effects: one module per benchmark family.
-from datasets import digits as _digits  # noqa: F401
-from datasets import mnist as _mnist  # noqa: F401
-from datasets import streams as _streams  # noqa: F401
-from datasets import cifar as _cifar  # noqa: F401
-from datasets import svhn as _svhn  # noqa: F401
-from datasets import notmnist as _notmnist  # noqa: F401
-from datasets import cub as _cub  # noqa: F401
-from datasets import tinyimagenet as _tinyimagenet  # noqa: F401
-from datasets import five_datasets as _five_datasets  # noqa: F401
+register = BENCHMARKS.register
+"""``@datasets.register("my_benchmark", MyParams)`` on a builder ``(params, ctx) -> Benchmark``."""
 
-__all__ = ["BENCHMARKS", "Benchmark", "LoadContext", "MissingData", "Registry", "RegistryError", "Task",
-           "load_benchmark"]
+for _module in pkgutil.iter_modules(__path__):  # discovery: every file of the folder, in name order
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["BENCHMARKS", "Benchmark", "DuplicateName", "LoadContext", "MissingData", "Registry", "RegistryError",
+           "Task", "load_benchmark", "register"]

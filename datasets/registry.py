@@ -14,6 +14,10 @@ from pydantic import BaseModel
 T = TypeVar("T")
 
 
+class DuplicateName(ValueError):
+    """A second registration under a name already taken (a plugin clashing with a built-in, say)."""
+
+
 class RegistryError(KeyError):
     """An unknown name; the message lists the names that exist."""
 
@@ -27,6 +31,7 @@ class Entry(Generic[T]):
     params: type[BaseModel]
     target: T
     summary: str
+    module: str = ""  # where it was registered: a built-in module or a plugin's
 
 
 class Registry(Generic[T]):
@@ -34,15 +39,28 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, params: type[BaseModel]) -> Callable[[T], T]:
+    def register(self, name: str, params: type[BaseModel] | None = None) -> Callable[[T], T]:
+        """Decorator: ``@REGISTRY.register("name")`` on a target with a ``Params`` model, or pass ``params``."""
+
         def wrap(target: T) -> T:
+            model = params if params is not None else getattr(target, "Params", None)
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                raise TypeError(f"{self.kind} {name!r}: give a pydantic Params model, as a `Params` class attribute "
+                                f"of {getattr(target, '__name__', target)!r} or as register({name!r}, params=...)")
+            module = getattr(target, "__module__", "") or ""
             if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                first = self._entries[name].module
+                raise DuplicateName(f"{self.kind} {name!r} is registered twice: by {first or '?'} and again by "
+                                    f"{module or '?'}; rename one of them")
             doc = (getattr(target, "__doc__", None) or "").strip()
-            self._entries[name] = Entry(name, params, target, doc.splitlines()[0] if doc else "")
+            self._entries[name] = Entry(name, model, target, doc.splitlines()[0] if doc else "", module)
             return target
 
         return wrap
+
+    def unregister(self, name: str) -> None:
+        """For tests and for reloading a plugin file in one process."""
+        self._entries.pop(name, None)
 
     def get(self, name: str) -> Entry[T]:
         try:

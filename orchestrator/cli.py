@@ -10,7 +10,9 @@ import argparse
 import os
 import sys
 
-from orchestrator.spec import StudyError, load_study
+from orchestrator.study.schema import StudyError
+
+from orchestrator.study.loading import load_study
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     lgs.add_argument("--follow", action="store_true", help="keep printing until the job ends; exit with its code")
     args = parser.parse_args(argv)
     if args.command in ("submit", "status", "logs"):
-        from orchestrator import jobs
+        from orchestrator.cluster import jobs
 
         return {"submit": jobs.submit_command, "status": jobs.status_command, "logs": jobs.logs_command}[args.command](args)
     # ---- end of Ray Jobs ----
 
     if args.command == "list":
-        from orchestrator.listing import describe_all
+        from orchestrator.study.listing import describe_all
 
         print(describe_all())
         return 0
@@ -77,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         print(e, file=sys.stderr)
         return 2
     if args.command == "validate":
-        from orchestrator.expand import expand_configs
+        from orchestrator.study.expand import expand_configs
 
-        from orchestrator.expand import is_adaptive
+        from orchestrator.study.expand import is_adaptive
 
         searched = sum(is_adaptive(study, i) for i in range(len(study.methods)))
         n = (len(expand_configs(study)) + searched * study.search.num_samples) * len(study.task_orders()) \
@@ -89,22 +91,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.study}: ok ({n} trials, {shape})")
         return 0
 
-    from orchestrator.cluster import ClusterUnreachable, use_cluster_token
+    from orchestrator.cluster.connect import ClusterUnreachable, use_cluster_token
 
     use_cluster_token(args.address)  # before anything imports ray
-    from orchestrator.runner import run_study
+    from orchestrator.run.driver import run_study
 
     try:
         summary = run_study(study, address=args.address, data_root=args.data_root, resume=args.resume)
     except (FileNotFoundError, ValueError, ClusterUnreachable) as e:  # a dataset missing, no cluster there
         print(f"clorch: {e}", file=sys.stderr)
         return 2
+    _report_after_run(study, summary)
     return 1 if summary["trials_failed"] else 0
 
 
+def _report_after_run(study, summary: dict) -> None:
+    """The end of ``clorch run``: the report, from the results just written (data flows run -> results -> report)."""
+    from types import SimpleNamespace
+
+    from mlflow import MlflowClient
+
+    from orchestrator.report.render import report_after_run
+    from orchestrator.results.store import study_dir
+
+    tracker = SimpleNamespace(client=MlflowClient(tracking_uri=study.tracking.uri),
+                              study_run=summary.get("mlflow_study_run"))
+    report_after_run(study_dir(study.output_dir, study.name), study.name, tracker)  # warns, never raises
+
+
 def _report(args) -> int:
-    from orchestrator.report import report_study
-    from orchestrator.sources import StudyNotFound
+    from orchestrator.report.render import report_study
+    from orchestrator.report.sources import StudyNotFound
 
     if args.resamples < 1:
         print("clorch: --resamples must be at least 1", file=sys.stderr)

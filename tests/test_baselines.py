@@ -13,9 +13,10 @@ from methods.fisher import diagonal_fisher
 from methods.idbd import IDBD
 from methods.network import TaskNetwork
 from methods.backbones import MLP
-from orchestrator import stats
-from orchestrator.expand import TrialSpec
-from orchestrator.trial import matrix_array, run_trial
+from orchestrator.results import stats
+from orchestrator.study.schema import TrialSpec
+from orchestrator.results.records import matrix_array
+from orchestrator.run.trial import run_trial
 
 CPU = torch.device("cpu")
 

@@ -345,9 +345,10 @@ def test_unreadable_files_are_reported_as_such(tmp_path):
 # ---------------------------------------------------------------- through the orchestrator (no Ray)
 def test_study_validates_and_a_finetune_trial_completes(root):
     import methods
-    from orchestrator.expand import TrialSpec
-    from orchestrator.spec import parse_study
-    from orchestrator.trial import matrix_array, run_trial
+    from orchestrator.study.schema import TrialSpec
+    from orchestrator.study.loading import parse_study
+    from orchestrator.results.records import matrix_array
+    from orchestrator.run.trial import run_trial
 
     params = {"download": False, "verify_checksums": False}
     study = parse_study({

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator import jobs
-from orchestrator.spec import parse_study
+from orchestrator.cluster import jobs
+from orchestrator.study.loading import parse_study
 from servers import BIN, free_port, start_mlflow_server, start_ray_head, stop_group
 
 

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator import stats
+from orchestrator.results import stats
 from orchestrator.cli import main
-from orchestrator.trial import matrix_array
+from orchestrator.results.records import matrix_array
 
 STUDY = {
     "name": "e2e",

@@ -12,8 +12,9 @@ from methods import METHODS, MethodContext, seed_everything
 from methods.halrp_layers import PerturbedConv2d, PerturbedLinear, kernel_positions, perturbable_layers
 from methods.halrp_math import (factor_init, least_squares_scales, prune_threshold, pruning_rate, residual_matrix,
                                 select_ranks, svd)
-from orchestrator.expand import TrialSpec
-from orchestrator.trial import matrix_array, run_trial
+from orchestrator.study.schema import TrialSpec
+from orchestrator.results.records import matrix_array
+from orchestrator.run.trial import run_trial
 
 CPU = torch.device("cpu")
 SMALL = dict(backbone="mlp", hidden=[32, 32], epochs=3, batch_size=32, lr=3e-3, upper_rank=8)
@@ -355,7 +356,7 @@ def test_bad_params_are_refused_naming_the_field(bad, match):
 def test_study_file_validates_with_its_search_spaces():
     from pathlib import Path
 
-    from orchestrator.spec import load_study
+    from orchestrator.study.loading import load_study
 
     study = load_study(Path(__file__).resolve().parents[1] / "studies" / "halrp_pmnist_orders.yaml")
     names = {m.name for m in study.methods}

@@ -22,8 +22,8 @@ import methods
 from datasets import BENCHMARKS, LoadContext, MissingData
 from datasets import cub, images, tinyimagenet
 from datasets.common import class_order, uint8_normalization
-from orchestrator.expand import TrialSpec
-from orchestrator.trial import run_trial
+from orchestrator.study.schema import TrialSpec
+from orchestrator.run.trial import run_trial
 
 CUB_CLASSES, CUB_TRAIN, CUB_TEST, CUB_SPACING = 20, 4, 2, 12
 TINY_CLASSES, TINY_TRAIN, TINY_VAL, TINY_SPACING = 40, 3, 1, 6

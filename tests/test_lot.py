@@ -17,8 +17,8 @@ from methods.lot_scheduler import COOL, KEEP, WARM, LotScheduler, Volatility, lo
 from methods.lot_signals import adam_effective_step, eta_crit, layer_groups, rayleigh_sharpness, signal_and_noise
 from methods.network import TaskNetwork
 from methods.penalties import L2Penalty, WassersteinPenalty
-from orchestrator.expand import TrialSpec
-from orchestrator.trial import run_trial
+from orchestrator.study.schema import TrialSpec
+from orchestrator.run.trial import run_trial
 
 CPU = torch.device("cpu")
 ADAM = dict(optimizer="adam", lr=0.01, epochs=2, batch_size=32)
@@ -370,10 +370,10 @@ def lot_study_records(digits):
 
 
 def test_report_draws_trainability_and_per_layer_lr_figures_for_traced_studies(digits, tmp_path):
-    from orchestrator.report import write_report
-    from orchestrator.sources import StudyData
-    from orchestrator.trace_figures import own_task_accuracy
-    from orchestrator.trial import matrix_array
+    from orchestrator.report.render import write_report
+    from orchestrator.report.sources import StudyData
+    from orchestrator.report.trace_figures import own_task_accuracy
+    from orchestrator.results.records import matrix_array
 
     records = lot_study_records(digits)
     out = tmp_path / "lot"
@@ -384,8 +384,8 @@ def test_report_draws_trainability_and_per_layer_lr_figures_for_traced_studies(d
     assert "](figures/trainability.png)" in text and "](figures/lr_trajectories_adam_lot.png)" in text
     assert all(p.stat().st_size > 0 for p in report.figures.values())
 
-    from orchestrator.analysis import analyse
-    from orchestrator.trace_figures import lr_trajectories, trainability
+    from orchestrator.report.analysis import analyse
+    from orchestrator.report.trace_figures import lr_trajectories, trainability
 
     results = analyse(records, None, n_resamples=20)
     lines = {ln.get_label().split(" (")[0]: ln for ln in trainability(results).axes[0].get_lines()}

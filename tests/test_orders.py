@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from orchestrator.orders import (APD_ORDERS, apd_orders, check_permutation, latin_square, random_orders,
+from orchestrator.study.orders import (APD_ORDERS, apd_orders, check_permutation, latin_square, random_orders,
                                  williams_design)
 
 

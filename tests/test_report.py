@@ -1,6 +1,6 @@
 """The study report (clorch report): table, bootstrap intervals, position effect, figures, sources.
 
-Synthetic trial records (built with orchestrator.trial.record, written with
+Synthetic trial records (built with orchestrator.run.trial.record, written with
 results.write_trial) keep these fast and free of Ray; one test writes them to
 a real MLflow SQLite store and builds the report from MLflow alone.
 """
@@ -10,16 +10,18 @@ import re
 import numpy as np
 import pytest
 
-from orchestrator import bootstrap, figures, stats
-from orchestrator.analysis import analyse
+from orchestrator.report import bootstrap
+from orchestrator.report import figures
+from orchestrator.results import stats
+from orchestrator.report.analysis import analyse
 from orchestrator.cli import main
-from orchestrator.expand import Config, TrialSpec
-from orchestrator.orders import latin_square, random_orders
-from orchestrator.position import position_effect, verdict
-from orchestrator.report import report_after_run, report_study
-from orchestrator.results import write_json, read_trials, write_trial
-from orchestrator.summary import trial_stats
-from orchestrator.trial import matrix_array, record, to_json_row
+from orchestrator.study.schema import Config, TrialSpec
+from orchestrator.study.orders import latin_square, random_orders
+from orchestrator.report.position import position_effect, verdict
+from orchestrator.report.render import report_after_run, report_study
+from orchestrator.results.store import write_json, read_trials, write_trial
+from orchestrator.results.summary import trial_stats
+from orchestrator.results.records import matrix_array, record, to_json_row
 
 T = 5
 
@@ -372,7 +374,7 @@ def test_without_a_search_the_search_figure_is_skipped_and_said_so(tmp_path):
 def test_report_from_mlflow_alone_and_logged_to_the_study_run(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from orchestrator.tracking import StudyTracker
+    from orchestrator.results.tracking import StudyTracker
 
     monkeypatch.chdir(tmp_path)  # MLflow's default ./mlruns artifact folder lands here
     results = tmp_path / "results"
@@ -452,7 +454,7 @@ def test_results_without_ended_at_fall_back_to_the_file_time(study):
     rec = json.loads(path.read_text())
     del rec["ended_at"]
     path.write_text(json.dumps(rec))
-    from orchestrator.sources import from_results
+    from orchestrator.report.sources import from_results
 
     data = from_results(results / "syn", "syn")
     again = next(r for r in data.records if r["trial_id"] == rec["trial_id"])
@@ -464,7 +466,7 @@ def test_trial_files_of_an_earlier_run_are_left_out_when_a_summary_says_what_ran
     summary = {"configs": [{"config_id": "sgd-aaaa1111", "searched": {}}],
                "orders": [list(o) for o in random_orders(T, 3, 0, True)], "seeds": [0]}
     (results / "syn" / "summary.json").write_text(json.dumps(summary))
-    from orchestrator.sources import from_results
+    from orchestrator.report.sources import from_results
 
     data = from_results(results / "syn", "syn")
     assert len(data.records) == 3 and {r["config_id"] for r in data.records} == {"sgd-aaaa1111"}
@@ -473,8 +475,8 @@ def test_trial_files_of_an_earlier_run_are_left_out_when_a_summary_says_what_ran
 
 def test_a_regression_stream_study_gets_its_error_table_and_step_size_figure(tmp_path):
     """No orders, so no order statistics: the MSE table, best configs and the learned step-sizes."""
-    from orchestrator.expand import Config
-    from orchestrator.summary import build_summary
+    from orchestrator.study.schema import Config
+    from orchestrator.results.summary import build_summary
 
     directory = tmp_path / "results" / "stream"
     relevant = [False] * 3 + [True] * 2

@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 from ray.tune.search import Searcher
 
-from orchestrator.expand import expand_configs
-from orchestrator.objective import objective_value
-from orchestrator.searcher import OrderAggregatingSearcher
-from orchestrator.spec import ObjectiveSpec, StudyError, parse_study
-from orchestrator.summary import best_per_label, build_summary
+from orchestrator.study.expand import expand_configs
+from orchestrator.results.objective import objective_value
+from orchestrator.run.searcher import OrderAggregatingSearcher
+from orchestrator.study.schema import ObjectiveSpec, StudyError
+from orchestrator.study.loading import parse_study
+from orchestrator.results.summary import best_per_label, build_summary
 
 
 def rec(order, final, status="completed", seed=0):
@@ -148,7 +149,7 @@ def test_fresh_orders_are_never_search_orders():
 
 
 def test_best_config_uses_the_objective_and_carries_the_fresh_estimate():
-    from orchestrator.expand import Config
+    from orchestrator.study.schema import Config
 
     a = Config("a", "m", "finetune", {}, {"lr": 0.1})
     b = Config("b", "m", "finetune", {}, {"lr": 0.2})
@@ -168,7 +169,7 @@ def test_best_config_uses_the_objective_and_carries_the_fresh_estimate():
 
 
 def test_summary_counts_stopped_apart_from_failed():
-    from orchestrator.expand import Config
+    from orchestrator.study.schema import Config
 
     s = build_summary("s", {}, [Config("c", "m", "finetune", {}, {})],
                       [rec((0, 1, 2), [1, 2, 3]), rec((2, 1, 0), [0, 0, 0], status="stopped")])

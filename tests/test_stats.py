@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator import stats
+from orchestrator.results import stats
 
 nan = float("nan")
 

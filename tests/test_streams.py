@@ -9,9 +9,11 @@ import datasets
 import methods
 from datasets.streams import optimal_rate
 from orchestrator.cli import main
-from orchestrator.expand import TrialSpec, expand_trials
-from orchestrator.spec import StudyError, parse_study
-from orchestrator.trial import run_trial
+from orchestrator.study.schema import TrialSpec
+from orchestrator.study.expand import expand_trials
+from orchestrator.study.schema import StudyError
+from orchestrator.study.loading import parse_study
+from orchestrator.run.trial import run_trial
 
 
 def stream(name, seed=0, **params):
@@ -128,7 +130,7 @@ def test_a_stream_study_through_ray_and_mlflow(ray_local, tmp_path, capsys):
 
 
 def test_rate_tracking_figure_draws_one_seeds_trace_against_its_alpha_star():
-    from orchestrator.stream_figures import step_size_figure
+    from orchestrator.report.stream_figures import step_size_figure
 
     def rec(seed, level):
         return {"status": "completed", "label": "linear_idbd", "config_id": "c1", "seed": seed,

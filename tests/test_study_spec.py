@@ -7,8 +7,9 @@ import yaml
 
 from methods.registry import METHODS
 from orchestrator.cli import main
-from orchestrator.expand import expand_configs, expand_trials
-from orchestrator.spec import StudyError, load_study, parse_study
+from orchestrator.study.expand import expand_configs, expand_trials
+from orchestrator.study.schema import StudyError
+from orchestrator.study.loading import load_study, parse_study
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {

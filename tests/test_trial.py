@@ -6,9 +6,10 @@ import pytest
 
 import methods
 from methods import TrainingDiverged
-from orchestrator import stats
-from orchestrator.expand import TrialSpec
-from orchestrator.trial import matrix_array, run_trial
+from orchestrator.results import stats
+from orchestrator.study.schema import TrialSpec
+from orchestrator.results.records import matrix_array
+from orchestrator.run.trial import run_trial
 
 
 
@@ -87,7 +88,7 @@ def test_a_trial_resumed_from_any_task_checkpoint_equals_the_uninterrupted_one(d
 
 
 def test_checkpoint_files_round_trip(digits, tmp_path):
-    from orchestrator.checkpoint import load_state, save_state
+    from orchestrator.run.checkpoint import load_state, save_state
 
     reports = []
     whole = run_trial(spec((1, 2, 0, 3, 4)), digits, report=reports.append, checkpoints=True)

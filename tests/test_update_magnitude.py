@@ -11,8 +11,8 @@ from methods import METHODS, MethodContext, seed_everything
 from methods.backbones import MLP, SmallCNN, build_backbone
 from methods.resnet import ResNet9
 from methods.update_magnitude import backbone_blocks, blocks_to_train, cosine
-from orchestrator.expand import TrialSpec
-from orchestrator.trial import run_trial
+from orchestrator.study.schema import TrialSpec
+from orchestrator.run.trial import run_trial
 
 CPU = torch.device("cpu")
 SGD = dict(optimizer="sgd", lr=0.05, momentum=0.9, epochs=2, batch_size=32)

@@ -4,7 +4,7 @@ The unit of resampling is the ORDER, not the trial: the orders are what a
 study samples, and the question is "would another draw of R orders tell the
 same story". Trials sharing an order (several seeds) travel together. Each
 resample draws R orders with replacement, the statistic is recomputed from
-the resampled orders with the functions of orchestrator.stats, and the
+the resampled orders with the functions of orchestrator.results.stats, and the
 interval is the percentile interval of the resampled values. The RNG is
 seeded, so a report is the same each time it is built.
 
@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from orchestrator import stats
+from orchestrator.results import stats
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
@@ -95,7 +95,7 @@ def bootstrap_ci(units: Sequence[Any], statistic: Callable[[list[Any]], Any],
 
 
 # ------------------------------------------------------------ ACC and AOPD
-# Batched forms of the statistics of orchestrator.stats over resampled orders:
+# Batched forms of the statistics of orchestrator.results.stats over resampled orders:
 # ``picks`` is (resamples x orders); the identity resample gives config_stats'
 # acc_mean and aopd exactly (tests check this).
 

@@ -10,7 +10,7 @@
   against the optimiser step, mean over the config's trials with their
   min-max band; dotted lines mark task boundaries.
 
-Drawn from the trial records alone, without pyplot (as orchestrator.figures).
+Drawn from the trial records alone, without pyplot (as orchestrator.report.figures).
 ``write`` is the report's entry point: it draws nothing for studies without
 a trace, and removes figures of an earlier report that no longer apply.
 """
@@ -24,8 +24,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from orchestrator.analysis import ConfigResult
-from orchestrator.figures import config_colors
+from orchestrator.report.analysis import ConfigResult
+from orchestrator.report.figures import config_colors
 
 CAPTIONS = {
     "trainability": "Trainability: accuracy on each task at the end of its own training (A[pos(j), j]) against "

@@ -10,45 +10,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 import methods
-from orchestrator.spec import Choice, Grid, LogUniform, Study, Uniform, as_search_space
-
-
-@dataclass(frozen=True)
-class Config:
-    config_id: str
-    label: str
-    method: str
-    params: dict[str, Any]       # every parameter, defaults filled in
-    searched: dict[str, Any]     # only those drawn from a search space
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    trial_id: str
-    config_id: str
-    label: str
-    method: str
-    params: dict[str, Any]
-    order: tuple[int, ...]
-    order_index: int
-    seed: int
-    setting: str
-    evaluate_unseen: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["order"] = list(self.order)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrialSpec":
-        return cls(**{**d, "order": tuple(d["order"])})
+from orchestrator.study.schema import Choice, Config, Grid, LogUniform, Study, TrialSpec, Uniform, as_search_space
 
 
 def _tune_domain(space):

@@ -17,24 +17,24 @@ as failed; the study goes on.
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import datasets
-from orchestrator import checkpoint_store
-from orchestrator.cluster import connect
-from orchestrator.expand import (Config, TrialSpec, expand_configs, is_adaptive, make_config, setting_of,
-                                 split_params, trials_for)
-from orchestrator.objective import describe, objective_value
-from orchestrator.recorder import StudyRecorder
-from orchestrator.results import read_trials, study_dir, write_json
-from orchestrator.spec import Study
-from orchestrator.summary import best_per_label, build_summary, config_entry, format_table
+from orchestrator.run import checkpoint_store
+from orchestrator.cluster.connect import connect
+from orchestrator.study.schema import Config, TrialSpec
+from orchestrator.study.expand import expand_configs, is_adaptive, make_config, setting_of, split_params, trials_for
+from orchestrator.results.objective import describe, objective_value
+from orchestrator.run.callbacks import tune_callback
+from orchestrator.run.recorder import StudyRecorder
+from orchestrator.run.trainable import trainable
+from orchestrator.results.store import read_trials, study_dir, write_json
+from orchestrator.study.schema import Study
+from orchestrator.results.summary import best_per_label, build_summary, config_entry, format_table
 
 # Tune's JSON logger is kept (its result.json is what Tune's analysis reads);
 # CSV and TensorBoard would only duplicate our records, and TensorBoard warns
@@ -55,77 +55,6 @@ def build_benchmark(study: Study, data_root: str | None = None) -> datasets.Benc
     return datasets.load_benchmark(study.benchmark.name, study.benchmark_params(), ctx)
 
 
-def _trainable(config: dict[str, Any], benchmark: datasets.Benchmark) -> None:
-    """Runs inside a Tune worker process: one trial, checkpointed after every task."""
-    import torch
-    from ray import tune
-
-    from orchestrator.checkpoint import load_state, save_state
-    from orchestrator.trial import pick_device, run_trial
-
-    torch.set_num_threads(max(1, int(config["cpu"])))
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per task checkpoint
-    unit = config["unit"]
-    spec = TrialSpec.from_dict(unit["trial"])
-    checkpoint = tune.get_checkpoint()  # set when Tune retries this trial after its worker died
-    if checkpoint is None and unit.get("resume_from"):  # --resume: the last checkpoint of an earlier run
-        checkpoint = tune.Checkpoint(unit["resume_from"])
-    resume = None
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            resume = load_state(directory)
-
-    def report(row: dict[str, Any]) -> None:
-        state = row.pop("checkpoint", None)
-        if state is None:
-            tune.report(row)
-            return
-        with tempfile.TemporaryDirectory() as directory:
-            save_state(directory, state)
-            tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
-
-    run_trial(spec, benchmark, report=report, device=pick_device(config["gpu"]), resume=resume,
-              checkpoints=benchmark.kind == "classification")
-
-
-def _tune_callback(recorder: StudyRecorder):
-    from ray import tune
-
-    class Callback(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            recorder.on_result(trial.config["unit"]["trial"], result)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            recorder.on_end(trial.config["unit"]["trial"], None)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            recorder.on_end(trial.config["unit"]["trial"], _error_text(trial))
-
-    return Callback()
-
-
-def _error_text(trial) -> str:
-    """The trial's exception as ``Type: message``.
-
-    Read from the local error files Tune writes before calling on_trial_error
-    (``trial.get_error()`` reads the storage copy, which is synced later).
-    """
-    from ray import cloudpickle
-
-    try:
-        with open(trial.pickled_error_file, "rb") as f:
-            err = cloudpickle.load(f)
-        cause = getattr(err, "cause", None) or err
-        return f"{type(cause).__name__}: {cause}".strip()
-    except Exception:  # noqa: BLE001 - fall back to the text trace, then to a plain note
-        try:
-            with open(trial.error_file) as f:
-                lines = [ln for ln in f.read().strip().splitlines() if ln.strip()]
-            return lines[-1] if lines else "trial failed (no error recorded by Ray)"
-        except (OSError, TypeError):
-            return "trial failed (no error recorded by Ray)"
-
-
 def _trial_name(trial) -> str:
     return trial.config["unit"]["trial"]["trial_id"]
 
@@ -138,7 +67,7 @@ class TuneRuns:
         from ray import tune
 
         self.study, self.benchmark, self.recorder, self.storage, self.lineage = study, benchmark, recorder, storage, lineage
-        self.trainable = tune.with_resources(tune.with_parameters(_trainable, benchmark=benchmark),
+        self.trainable = tune.with_resources(tune.with_parameters(trainable, benchmark=benchmark),
                                              {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
         self.deadline = (time.monotonic() + study.search.time_budget_s) if study.search.time_budget_s else None
         self.checkpoints = lineage.latest_checkpoints()  # trial id -> (path, tasks done) from earlier runs
@@ -154,7 +83,7 @@ class TuneRuns:
         from ray import tune
         from ray.tune.logger import JsonLoggerCallback
 
-        from orchestrator.search import asha
+        from orchestrator.run.search import asha
 
         study = self.study
         scheduler = asha(study, self.benchmark.num_tasks) if study.search.scheduler.kind == "asha" else None
@@ -167,7 +96,7 @@ class TuneRuns:
                                         time_budget_s=self.remaining_s(), reuse_actors=True,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(name=name, storage_path=self.storage, verbose=0,
-                                      callbacks=[JsonLoggerCallback(), _tune_callback(self.recorder)],
+                                      callbacks=[JsonLoggerCallback(), tune_callback(self.recorder)],
                                       failure_config=tune.FailureConfig(max_failures=study.retries),
                                       # two kept: a forced experiment snapshot every other task, not every task
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
@@ -195,7 +124,7 @@ class TuneRuns:
 
     def run_optuna(self, method_index: int, setting: str) -> None:
         """TPE over one method entry; each suggestion runs on every order and seed."""
-        from orchestrator.search import order_searcher
+        from orchestrator.run.search import order_searcher
 
         study = self.study
         _, spaces = split_params(study.methods[method_index].params)
@@ -259,8 +188,7 @@ def _previous_records(out: Path, resume: bool) -> dict[str, dict[str, Any]]:
 def run_study(study: Study, address: str | None = None, data_root: str | None = None,
               resume: bool = False) -> dict[str, Any]:
     """Run every trial of ``study``; return the summary (also in results/<study>/summary.json)."""
-    from orchestrator.report import report_after_run
-    from orchestrator.tracking import StudyTracker
+    from orchestrator.results.tracking import StudyTracker
 
     benchmark = build_benchmark(study, data_root)  # a missing dataset fails here, before anything is written
     setting = setting_of(study, benchmark.default_setting)
@@ -308,13 +236,14 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
 
     all_configs = list(recorder.configs.values())
     records = [r for c in all_configs for r in recorder.records_of(c.config_id)]
-    meta = {"benchmark": study.benchmark.model_dump(), "num_tasks": benchmark.num_tasks, "setting": setting,
+    meta = {"benchmark": study.benchmark.model_dump(), "kind": benchmark.kind, "num_tasks": benchmark.num_tasks, "setting": setting,
             "orders": [list(o) for o in orders], "final_orders": [list(o) for o in study.final_orders()],
             "seeds": study.seeds, "wall_s": time.monotonic() - started,
             "search": {"algorithm": study.search.algorithm, "objective": study.search.objective.model_dump(),
                        "objective_text": describe(study.search.objective),
                        "scheduler": study.search.scheduler.kind}}
     summary = build_summary(study.name, meta, all_configs, records, study.search.objective, FRESH)
+    summary["mlflow_study_run"] = tracker.study_run  # where the report (written by the caller) is logged
     write_json(out / "summary.json", summary)
     for entry in summary["configs"]:
         tracker.log_config(entry["config_id"], entry)
@@ -322,7 +251,6 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     print(format_table(summary))
     print(f"results: {out}/summary.json   MLflow: {study.tracking.uri} (experiment {study.experiment})",
           flush=True)
-    report_after_run(out, study.name, tracker)  # warns, never raises: the results above are already written
     return summary
 
 

@@ -12,10 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator.expand import Config, TrialSpec
-from orchestrator.results import write_trial
-from orchestrator.summary import trial_stats
-from orchestrator.trial import record
+from orchestrator.study.schema import Config, TrialSpec
+from orchestrator.results.store import write_trial
+from orchestrator.results.summary import trial_stats
+from orchestrator.results.records import record
 
 _ROW_KEYS = ("position", "task_id", "row", "acc_seen", "train_s", "eval_s")
 

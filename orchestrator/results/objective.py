@@ -21,9 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from orchestrator import stats
-from orchestrator.spec import ObjectiveSpec
-from orchestrator.trial import matrix_array
+from orchestrator.results import stats
+from orchestrator.study.schema import ObjectiveSpec
+from orchestrator.results.records import matrix_array
 
 
 def objective_value(spec: ObjectiveSpec, records: Sequence[dict[str, Any]]) -> float:

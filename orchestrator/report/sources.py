@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.results import read_trials
+from orchestrator.results.store import read_trials
 
 
 class StudyNotFound(LookupError):

@@ -1,6 +1,6 @@
 """Trial records -> one ``ConfigResult`` per method config: what the report's table and figures show.
 
-The point statistics are orchestrator.summary.config_entry's (the same numbers
+The point statistics are orchestrator.results.summary.config_entry's (the same numbers
 as summary.json and the config runs in MLflow); this module only groups the
 records by config, gives each config a short unique name, and adds what the
 summary does not have: bootstrap intervals over orders for ACC and AOPD, and
@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator import bootstrap
-from orchestrator.expand import Config
-from orchestrator.position import position_effect
-from orchestrator.summary import config_entry
-from orchestrator.trial import matrix_array
+from orchestrator.report import bootstrap
+from orchestrator.study.schema import Config
+from orchestrator.report.position import position_effect
+from orchestrator.results.summary import config_entry
+from orchestrator.results.records import matrix_array
 
 
 @dataclass
@@ -30,7 +30,7 @@ class ConfigResult:
     orders: list[tuple[int, ...]]
     acc_ci: tuple[float, float]
     aopd_ci: tuple[float, float]
-    position: dict[str, Any] | None        # orchestrator.position.position_effect; None without trials
+    position: dict[str, Any] | None        # orchestrator.report.position.position_effect; None without trials
 
     @property
     def ok(self) -> bool:

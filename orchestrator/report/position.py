@@ -14,7 +14,7 @@ averaged, as for OPD) and pos_r(j) its position (0 = learned first):
 
 e(p) > 0: a task learned at position p ends above its average over orders.
 slope > 0: learning a task later helps it (in points per position), < 0 hurts.
-Intervals: the percentile bootstrap over orders of orchestrator.bootstrap,
+Intervals: the percentile bootstrap over orders of orchestrator.report.bootstrap,
 recomputing the task means inside each resample. With one order there is no
 variation to explain and everything is NaN.
 """
@@ -25,9 +25,9 @@ from typing import Sequence
 
 import numpy as np
 
-from orchestrator.bootstrap import (DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_batched,
+from orchestrator.report.bootstrap import (DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED, bootstrap_batched,
                                     order_finals)
-from orchestrator.stats import _positions
+from orchestrator.results.stats import _positions
 
 
 def curve_and_slope(positions: np.ndarray, finals: np.ndarray, picks: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ datasets or .git. Datasets are read on the head (the driver loads the
 benchmark once), from --data-root or the study's data_root there.
 
 Ray 2.60 clusters require their token: the client switches to token mode
-when one is at hand (orchestrator.cluster.use_cluster_token, called before ray
+when one is at hand (orchestrator.cluster.connect.use_cluster_token, called before ray
 is imported) and the job server checks it on every request. A missing or
 wrong token, no head at the address, or no job of that id is a ``JobError``:
 one message naming the fix, exit 2.
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from orchestrator.cluster import reachable, token_source, use_cluster_token
+from orchestrator.cluster.connect import reachable, token_source, use_cluster_token
 
 # Where the address comes from when --address is not given, first found wins.
 ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
@@ -299,7 +299,8 @@ def _client_for(address_arg: str | None):
 
 
 def submit_command(args: Any) -> int:
-    from orchestrator.spec import StudyError, load_study
+    from orchestrator.study.schema import StudyError
+    from orchestrator.study.loading import load_study
 
     try:
         address = resolve_address(args.address)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from orchestrator.objective import objective_value
-from orchestrator.spec import Choice, Grid, LogUniform, Study, Uniform
-from orchestrator.searcher import OrderAggregatingSearcher
+from orchestrator.results.objective import objective_value
+from orchestrator.study.schema import Choice, Grid, LogUniform, Study, Uniform
+from orchestrator.run.searcher import OrderAggregatingSearcher
 
 ASHA_METRIC = "acc_seen"
 ASHA_TIME = "tasks_learned"

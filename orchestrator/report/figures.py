@@ -16,8 +16,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from orchestrator.analysis import ConfigResult
-from orchestrator.trial import matrix_array
+from orchestrator.report.analysis import ConfigResult
+from orchestrator.results.records import matrix_array
 
 
 def config_colors(results: list[ConfigResult]) -> dict[str, Any]:
@@ -195,7 +195,7 @@ def position_effect(results: list[ConfigResult]) -> Figure:
 
 def trial_acc(record: dict[str, Any]) -> float:
     """The search objective of one completed trial: its ACC."""
-    from orchestrator.stats import acc
+    from orchestrator.results.stats import acc
 
     return acc(matrix_array(record))
 

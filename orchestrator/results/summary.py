@@ -5,20 +5,17 @@ from typing import Any
 
 import numpy as np
 
-import methods
-from orchestrator import stats
-from orchestrator.expand import Config
-from orchestrator.objective import objective_value
-from orchestrator.spec import ObjectiveSpec
-from orchestrator.trial import matrix_array
+from orchestrator.results import stats
+from orchestrator.study.schema import Config
+from orchestrator.results.objective import objective_value
+from orchestrator.study.schema import ObjectiveSpec
+from orchestrator.results.records import matrix_array
 
 STAT_KEYS = ("acc", "bwt", "forgetting", "task_acc")
 
 
 def is_stream(record: dict[str, Any]) -> bool:
-    # records written before "kind" was stamped on failed trials: know them by their method
-    return record.get("kind", "regression_stream" if record.get("method") in _stream_methods() else None) \
-        == "regression_stream"
+    return record.get("kind") == "regression_stream"
 
 
 def trial_stats(record: dict[str, Any]) -> dict[str, float] | None:
@@ -38,7 +35,9 @@ def stream_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
             "window": records[0]["window"], "window_mse_mean": [float(v) for v in windows.mean(axis=0)]}
 
 
-def config_entry(config: Config, records: list[dict[str, Any]], objective: ObjectiveSpec | None = None) -> dict[str, Any]:
+def config_entry(config: Config, records: list[dict[str, Any]], objective: ObjectiveSpec | None = None,
+                 kind: str | None = None) -> dict[str, Any]:
+    """One config's row of the summary; ``kind`` (the benchmark's) shapes the row of a config with no record."""
     done = [r for r in records if r["status"] == "completed"]
     entry: dict[str, Any] = {
         "config_id": config.config_id, "label": config.label, "method": config.method,
@@ -51,7 +50,7 @@ def config_entry(config: Config, records: list[dict[str, Any]], objective: Objec
         entry.update(stream_stats(done))
     elif done:
         entry.update(stats.config_stats([matrix_array(r) for r in done], [r["order"] for r in done]))
-    elif any(is_stream(r) for r in records) or config.method in _stream_methods():
+    elif any(is_stream(r) for r in records) or kind == "regression_stream":
         entry.update({"kind": "regression_stream", "seeds": 0, "mse_mean": None, "mse_std": None})
     else:
         entry.update({"R": 0, **{f"{k}_{s}": None for k in STAT_KEYS for s in ("mean", "std")},
@@ -66,7 +65,7 @@ def build_summary(study_name: str, meta: dict[str, Any], configs: list[Config],
     by_config: dict[str, list[dict[str, Any]]] = {c.config_id: [] for c in configs}
     for r in records:
         by_config.setdefault(r["config_id"], []).append(r)
-    entries = [config_entry(c, by_config[c.config_id], objective) for c in configs]
+    entries = [config_entry(c, by_config[c.config_id], objective, meta.get("kind")) for c in configs]
     return {"study": study_name, **meta, "trials_total": len(records),
             "trials_failed": sum(e["trials_failed"] for e in entries),
             "trials_stopped": sum(e["trials_stopped"] for e in entries), "configs": entries,
@@ -111,11 +110,6 @@ def _pm(mean: float | None, std: float | None) -> str:
 
 def _num(v: float | None) -> str:
     return "-" if v is None or v != v else f"{v:6.2f}"
-
-
-def _stream_methods() -> set[str]:
-    return {n for n in methods.METHODS.names()
-            if "regression_stream" in getattr(methods.METHODS.get(n).target, "kinds", ())}
 
 
 def _name(e: dict[str, Any]) -> str:

@@ -1,7 +1,17 @@
-"""Task orders: permutations of task identities 0..T-1 (specs/orders.md)."""
+"""Task orders: permutations of task identities 0..T-1 (specs/orders.md).
+
+Each orders model of the study file generates its own permutations
+(``generate(num_tasks)``), so a new kind of orders is one class here and one
+entry in ``OrdersSpec``; nothing else names the kinds.
+"""
 from __future__ import annotations
 
+from typing import Annotated, Literal, Union
+
 import numpy as np
+from pydantic import Field
+
+from orchestrator.study.base import Strict
 
 Order = tuple[int, ...]
 
@@ -90,3 +100,49 @@ def apd_orders(name: str, num_tasks: int) -> list[Order]:
     if len(orders[0]) != num_tasks:
         raise ValueError(f"APD set {name!r} orders {len(orders[0])} tasks but the benchmark has {num_tasks}")
     return list(orders)
+
+
+# ---------------------------------------------------------------- the study file's orders section
+class RandomOrders(Strict):
+    kind: Literal["random"]
+    count: int = Field(ge=1, le=100_000)
+    seed: int = 0
+    include_identity: bool = False
+
+    def generate(self, num_tasks: int) -> list[Order]:
+        return random_orders(num_tasks, self.count, self.seed, self.include_identity)
+
+
+class ExplicitOrders(Strict):
+    kind: Literal["explicit"]
+    orders: list[list[int]] = Field(min_length=1)
+
+    def generate(self, num_tasks: int) -> list[Order]:
+        return [check_permutation(x, num_tasks) for x in self.orders]
+
+
+class ApdOrders(Strict):
+    kind: Literal["apd"]
+    set: Literal[tuple(APD_ORDERS)]  # type: ignore[valid-type]
+
+    def generate(self, num_tasks: int) -> list[Order]:
+        return apd_orders(self.set, num_tasks)
+
+
+class LatinSquareOrders(Strict):
+    kind: Literal["latin_square"]
+
+    def generate(self, num_tasks: int) -> list[Order]:
+        return latin_square(num_tasks)
+
+
+class WilliamsOrders(Strict):
+    kind: Literal["williams"]
+
+    def generate(self, num_tasks: int) -> list[Order]:
+        return williams_design(num_tasks)
+
+
+ORDERS_MODELS = (RandomOrders, ExplicitOrders, ApdOrders, LatinSquareOrders, WilliamsOrders)
+OrdersSpec = Annotated[Union[ORDERS_MODELS], Field(discriminator="kind")]  # type: ignore[valid-type]
+ORDER_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].annotation.__args__[0] for m in ORDERS_MODELS)

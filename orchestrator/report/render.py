@@ -3,8 +3,8 @@
 The report answers "which method is robust to task order, and by how much"
 with the uncertainty that R orders allow: a comparison table (the summary's
 numbers plus bootstrap intervals over orders), the position effect, and the
-figures of orchestrator.figures. It reads the trial records alone (from the
-results directory or from MLflow, orchestrator.sources), so it can be rebuilt
+figures of orchestrator.report.figures. It reads the trial records alone (from the
+results directory or from MLflow, orchestrator.report.sources), so it can be rebuilt
 at any time, also for a study that ran on a cluster. Only the driver (or the
 ``clorch report`` process) writes the MLflow artifacts, under ``report/`` of
 the study run.
@@ -17,12 +17,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from orchestrator import bootstrap, figures, trace_figures
-from orchestrator.analysis import ConfigResult, analyse, searches
-from orchestrator.position import verdict
-from orchestrator.results import study_dir as results_study_dir
-from orchestrator.sources import StudyData, find_study_run, from_results, load_study
-from orchestrator.summary import is_stream
+from orchestrator.report import bootstrap
+from orchestrator.report import figures
+from orchestrator.report import trace_figures
+from orchestrator.report.analysis import ConfigResult, analyse, searches
+from orchestrator.report.position import verdict
+from orchestrator.results.store import study_dir as results_study_dir
+from orchestrator.report.sources import StudyData, find_study_run, from_results, load_study
+from orchestrator.results.summary import is_stream
 
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
@@ -281,8 +283,8 @@ def _write_text(path: Path, text: str) -> Path:
 def _write_stream_report(data: StudyData, records: list[dict[str, Any]], out_dir: Path) -> Report:
     """A regression-stream study: no task orders, so no order statistics; the squared-error
     table, each method's best config, and what the best configs' step-sizes learned."""
-    from orchestrator.stream_figures import step_size_figure
-    from orchestrator.summary import format_table
+    from orchestrator.report.stream_figures import step_size_figure
+    from orchestrator.results.summary import format_table
 
     lines = [f"# Study report: {data.name}", "", f"- source: {data.source}",
              f"- {len(records)} regression-stream trials (no task orders: the order-robustness "

@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from orchestrator.checkpoint import ROWS_FILE, STATE_FILE
+from orchestrator.run.checkpoint import ROWS_FILE, STATE_FILE
 
 LINEAGE_FILE = "lineage.json"
 

@@ -14,8 +14,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from orchestrator.expand import Config
-from orchestrator.results import clean
+from orchestrator.study.schema import Config
+from orchestrator.results.store import clean
 
 _MAX_PARAM = 6000
 

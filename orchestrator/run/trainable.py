@@ -1,0 +1,46 @@
+"""The function every Tune worker runs: one trial, checkpointed after every task.
+
+It imports torch and the method core inside the worker, never in the driver
+before it is needed, and reports each task's row through ``tune.report``.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from typing import Any
+
+import datasets
+from orchestrator.study.schema import TrialSpec
+
+
+def trainable(config: dict[str, Any], benchmark: datasets.Benchmark) -> None:
+    """Runs inside a Tune worker process: one trial, checkpointed after every task."""
+    import torch
+    from ray import tune
+
+    from orchestrator.run.checkpoint import load_state, save_state
+    from orchestrator.run.trial import pick_device, run_trial
+
+    torch.set_num_threads(max(1, int(config["cpu"])))
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per task checkpoint
+    unit = config["unit"]
+    spec = TrialSpec.from_dict(unit["trial"])
+    checkpoint = tune.get_checkpoint()  # set when Tune retries this trial after its worker died
+    if checkpoint is None and unit.get("resume_from"):  # --resume: the last checkpoint of an earlier run
+        checkpoint = tune.Checkpoint(unit["resume_from"])
+    resume = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume = load_state(directory)
+
+    def report(row: dict[str, Any]) -> None:
+        state = row.pop("checkpoint", None)
+        if state is None:
+            tune.report(row)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            save_state(directory, state)
+            tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    run_trial(spec, benchmark, report=report, device=pick_device(config["gpu"]), resume=resume,
+              checkpoints=benchmark.kind == "classification")

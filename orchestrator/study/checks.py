@@ -1,0 +1,156 @@
+"""The checks that need the registries: parameters, orders against the task count, search combinations.
+
+pydantic checks the file's structure (schema.py); these check what only the
+method and benchmark registries know, with the same (field, value, message)
+problem shape.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+import datasets
+import methods
+from orchestrator.study.base import _MISSING, field_path, pydantic_problem
+from orchestrator.study.orders import ExplicitOrders, RandomOrders, check_permutation
+from orchestrator.study.schema import SearchSpace, Study, as_search_space, space_candidates
+
+
+def check_study(study: Study) -> list[tuple[str, Any, str]]:
+    """Checks that need the registries. Returns problems; empty means runnable."""
+    problems: list[tuple[str, Any, str]] = []
+    bench = study.benchmark
+    num_tasks = None
+    if bench.name not in datasets.BENCHMARKS:
+        problems.append(("benchmark.name", bench.name, f"unknown benchmark; available: {', '.join(datasets.BENCHMARKS.names())}"))
+    else:
+        entry = datasets.BENCHMARKS.get(bench.name)
+        problems += _check_params("benchmark.params", entry.params, bench.params, allow_spaces=False)
+        if not problems:
+            num_tasks = entry.params.model_validate(bench.params).num_tasks
+    kind = getattr(datasets.BENCHMARKS.get(bench.name).params, "kind", "classification") if num_tasks else None
+    if kind == "classification" and study.orders is None:
+        problems.append(("orders", _MISSING, "required for a classification benchmark: e.g. "
+                         "{kind: random, count: 6, seed: 0}; or explicit, apd, latin_square, williams"))
+        num_tasks = None
+    elif kind == "regression_stream" and study.orders is not None:
+        problems.append(("orders", _MISSING, f"{bench.name} is a regression stream: it has no tasks to order; remove orders"))
+        num_tasks = None
+    if num_tasks is not None:
+        try:
+            study.task_orders()
+        except ValueError as e:
+            where = "orders"
+            if isinstance(study.orders, ExplicitOrders):
+                for k, order in enumerate(study.orders.orders):
+                    try:
+                        check_permutation(order, num_tasks)
+                    except ValueError as bad:
+                        problems.append((f"orders.orders[{k}]", order, str(bad)))
+                        break
+            else:
+                problems.append((where, _MISSING, str(e)))
+    problems += _check_search(study, kind, num_tasks)
+    labels: dict[str, int] = {}
+    for i, m in enumerate(study.methods):
+        if m.name not in methods.METHODS:
+            problems.append((f"methods[{i}].name", m.name, f"unknown method; available: {', '.join(methods.METHODS.names())}"))
+            continue
+        entry = methods.METHODS.get(m.name)
+        method_kinds = getattr(entry.target, "kinds", ("classification",))
+        if kind is not None and kind not in method_kinds:
+            fitting = [n for n in methods.METHODS.names()
+                       if kind in getattr(methods.METHODS.get(n).target, "kinds", ("classification",))]
+            problems.append((f"methods[{i}].name", m.name, f"learns {method_kinds[0]} benchmarks but {bench.name} "
+                             f"is a {kind}; methods for it: {', '.join(fitting)}"))
+            continue
+        problems += _check_params(f"methods[{i}].params", entry.params, m.params, allow_spaces=True)
+        if m.display in labels:
+            problems.append((f"methods[{i}].label", m.label, f"duplicates methods[{labels[m.display]}]; give each entry a distinct label"))
+        labels[m.display] = i
+    return problems
+
+
+def _check_params(where: str, model: type[BaseModel], given: dict, allow_spaces: bool) -> list:
+    problems = []
+    allowed = list(model.model_fields)
+    fixed: dict[str, Any] = {}
+    spaces: dict[str, SearchSpace] = {}
+    for key, value in given.items():
+        if key not in model.model_fields:
+            problems.append((f"{where}.{key}", _MISSING, f"unknown parameter; allowed: {', '.join(allowed)}"))
+            continue
+        try:
+            space = as_search_space(value)
+        except ValidationError as e:
+            problems += [(f"{where}.{key}", value, pydantic_problem(err)[2]) for err in e.errors()]
+            continue
+        if space is None:
+            fixed[key] = value
+        elif not allow_spaces:
+            problems.append((f"{where}.{key}", value, "benchmark parameters take one value, not a search space"))
+        else:
+            spaces[key] = space
+    if problems:
+        return problems
+    problems += _validate(where, model, fixed, "")
+    if problems:
+        return problems
+    for key, space in spaces.items():
+        for k, candidate in enumerate(space_candidates(space)):
+            problems += _validate(where, model, {**fixed, key: candidate}, f"{key}.{_space_kind(space)}[{k}]")
+    return problems
+
+
+def _space_kind(space: SearchSpace) -> str:
+    return next(iter(type(space).model_fields))
+
+
+def _validate(where: str, model: type[BaseModel], values: dict, at: str) -> list:
+    try:
+        model.model_validate(values)
+        return []
+    except ValidationError as e:
+        out = []
+        for err in e.errors():
+            field = field_path(err["loc"])
+            path = f"{where}.{at}" if at else (f"{where}.{field}" if field else where)
+            out.append((path, err.get("input", _MISSING) if err["type"] != "missing" else _MISSING,
+                        err["msg"].removeprefix("Value error, ")))
+        return out
+
+
+def _check_search(study: Study, kind: str | None, num_tasks: int | None) -> list[tuple[str, Any, str]]:
+    """Combinations the search section cannot honour."""
+    problems: list[tuple[str, Any, str]] = []
+    search = study.search
+    if search.scheduler.kind == "asha":
+        if kind == "regression_stream":
+            problems.append(("search.scheduler.kind", "asha", "a regression stream reports once, at its end: "
+                             "nothing to stop early; use kind: none"))
+        elif search.objective.kind != "mean_acc":
+            problems.append(("search.scheduler.kind", "asha",
+                             f"ASHA compares single trials by their accuracy on the tasks seen so far, a per-order "
+                             f"proxy for mean ACC; objective {search.objective.kind} needs every order's final row, "
+                             "which no early rung approximates: use objective kind mean_acc, or scheduler kind none"))
+    if search.final_orders is not None:
+        if kind == "regression_stream":
+            problems.append(("search.final_orders", _MISSING, "a regression stream has no task orders; remove it"))
+        elif num_tasks is not None and kind == "classification" and study.orders is not None:
+            try:
+                used = set(study.task_orders())
+                listed = search.final_orders.generate(num_tasks)
+            except ValueError as e:
+                problems.append(("search.final_orders", _MISSING, str(e)))
+            else:
+                if not isinstance(search.final_orders, RandomOrders):
+                    stale = [list(o) for o in listed if o in used]
+                    if stale:
+                        problems.append(("search.final_orders", stale[0], "this order is also a search order; the "
+                                         "re-run must use orders the search never saw (searching and reporting on "
+                                         "the same orders flatters the winner)"))
+                elif not study.final_orders():
+                    problems.append(("search.final_orders", _MISSING, "every permutation is already a search order; "
+                                     "use fewer search orders"))
+    return problems

@@ -1,0 +1,70 @@
+"""Reading a study file: YAML, ``--set key.path=value`` overrides, then validation.
+
+``load_study`` raises StudyError and nothing else, so the CLI prints one
+message and exits 2 before anything is started or written.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from orchestrator.study.base import _MISSING, StudyError, pydantic_problem
+from orchestrator.study.checks import check_study
+from orchestrator.study.schema import Study
+
+
+def load_study(path: str | Path, overrides: list[str] = ()) -> Study:
+    """Read, override (``key.sub=value``), validate. Raises StudyError, nothing else."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise StudyError(source, [("", _MISSING, f"cannot read the study file: {e.strerror}")]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise StudyError(source, [("", _MISSING, f"not valid YAML: {where}{getattr(e, 'problem', e)}")]) from None
+    if not isinstance(raw, dict):
+        raise StudyError(source, [("", raw, "a study file is a YAML mapping with name, benchmark, orders, methods")])
+    for item in overrides:
+        _apply_override(raw, item, source)
+    return parse_study(raw, source)
+
+
+def parse_study(raw: dict, source: str = "<study>") -> Study:
+    try:
+        study = Study.model_validate(raw)
+    except ValidationError as e:
+        raise StudyError(source, [pydantic_problem(err) for err in e.errors()]) from None
+    problems = check_study(study)
+    if problems:
+        raise StudyError(source, problems)
+    return study
+
+
+def _apply_override(raw: dict, item: str, source: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise StudyError(source, [("--set", item, "use --set key.path=value, e.g. --set orders.count=3")])
+    node: Any = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            node = node.setdefault(part, {})
+        else:
+            raise StudyError(source, [(f"--set {key}", value, f"{part!r} does not name a key or list index")])
+    last = parts[-1]
+    parsed = yaml.safe_load(value) if value else None
+    if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        node[int(last)] = parsed
+    elif isinstance(node, dict):
+        node[last] = parsed
+    else:
+        raise StudyError(source, [(f"--set {key}", value, f"{last!r} does not name a key or list index")])

@@ -1,0 +1,242 @@
+"""The study file: a pydantic model loaded from YAML, checked before anything runs.
+
+Structure is checked by pydantic; what depends on the registries (a method's or
+benchmark's parameters, orders against the number of tasks) is checked after,
+with the same error shape, so a bad file yields one message listing each
+problem as ``field: bad value -> what is allowed``.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Union
+
+from pydantic import Field, field_validator
+
+from orchestrator.study.base import Strict, StudyError  # noqa: F401 - StudyError is part of the schema's API
+from orchestrator.study.orders import OrdersSpec, RandomOrders
+
+SPACE_KINDS = ("grid", "choice", "uniform", "loguniform")
+
+
+# ---------------------------------------------------------------- search spaces
+class Grid(Strict):
+    grid: list[Any] = Field(min_length=1)
+
+
+class Choice(Strict):
+    choice: list[Any] = Field(min_length=1)
+
+
+class Uniform(Strict):
+    uniform: tuple[float, float]
+
+    @field_validator("uniform")
+    @classmethod
+    def _ordered(cls, v):
+        if not v[0] < v[1]:
+            raise ValueError(f"uniform needs [low, high] with low < high, got {list(v)}")
+        return v
+
+
+class LogUniform(Strict):
+    loguniform: tuple[float, float]
+
+    @field_validator("loguniform")
+    @classmethod
+    def _ordered(cls, v):
+        if not 0 < v[0] < v[1]:
+            raise ValueError(f"loguniform needs [low, high] with 0 < low < high, got {list(v)}")
+        return v
+
+
+SearchSpace = Union[Grid, Choice, Uniform, LogUniform]
+
+
+def as_search_space(value: Any) -> SearchSpace | None:
+    """A dict with exactly one of grid/choice/uniform/loguniform is a search space."""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in SPACE_KINDS:
+        kind = next(iter(value))
+        return {"grid": Grid, "choice": Choice, "uniform": Uniform, "loguniform": LogUniform}[kind](**value)
+    return None
+
+
+def space_candidates(space: SearchSpace) -> list[Any]:
+    """Values that must each be valid for the parameter: every listed value, or both bounds."""
+    if isinstance(space, Grid):
+        return list(space.grid)
+    if isinstance(space, Choice):
+        return list(space.choice)
+    return list(space.uniform if isinstance(space, Uniform) else space.loguniform)
+
+
+# ---------------------------------------------------------------- sections
+class BenchmarkSpec(Strict):
+    name: str
+    params: dict[str, Any] = {}
+    setting: Literal["task_incremental", "domain_incremental"] | None = Field(
+        None, description="default: the benchmark's own (split: task_incremental, permuted: domain_incremental)")
+
+
+class MethodSpec(Strict):
+    name: str
+    label: str | None = Field(None, description="name in tables and MLflow; default: the method name")
+    params: dict[str, Any] = {}
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class ObjectiveSpec(Strict):
+    """The one number a config scores over its orders (and seeds); higher is better."""
+
+    kind: Literal["mean_acc", "worst_acc", "mean_minus_std", "acc_minus_aopd", "task_acc"] = Field(
+        "mean_acc", description="mean ACC | worst-order ACC | mean ACC - k*std | mean ACC - c*AOPD | "
+                                "mean Task.Acc (trainability: accuracy on each task right after learning it)")
+    k: float = Field(1.0, ge=0, le=100, description="mean_minus_std: weight of the std over trials")
+    c: float = Field(1.0, ge=0, le=100, description="acc_minus_aopd: weight of AOPD")
+
+
+class SchedulerSpec(Strict):
+    kind: Literal["none", "asha"] = Field("none", description="asha: stop poor trials early, time unit = tasks learned")
+    grace_tasks: int = Field(1, ge=1, le=100_000, description="asha: tasks every trial learns before it may be stopped")
+    reduction_factor: float = Field(3.0, gt=1, le=100, description="asha: keep the top 1/reduction_factor at each rung")
+
+
+class SearchSpec(Strict):
+    algorithm: Literal["grid", "random", "optuna"] = Field(
+        "grid", description="grid: grid params crossed, other spaces drawn num_samples times per grid point | "
+                            "random: num_samples configs, every space sampled | optuna: TPE, num_samples configs")
+    num_samples: int = Field(1, ge=1, le=100_000, description="grid: draws per grid point; random/optuna: configs per method")
+    seed: int = 0
+    objective: ObjectiveSpec = ObjectiveSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
+    max_concurrent: int | None = Field(None, ge=1, le=100_000, description="trials at once (default: as resources allow)")
+    final_orders: OrdersSpec | None = Field(
+        None, description="re-run each searched method's best config on these fresh orders (never the search's)")
+
+
+class Resources(Strict):
+    cpu: float = Field(1.0, gt=0, le=1024)
+    gpu: float = Field(0.0, ge=0, le=64)
+
+
+class Tracking(Strict):
+    uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI")
+    experiment: str | None = Field(None, description="default: the study name")
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Study(Strict):
+    name: str
+    benchmark: BenchmarkSpec
+    orders: OrdersSpec | None = Field(None, description="required for classification benchmarks; streams have none")
+    methods: list[MethodSpec] = Field(min_length=1)
+    seeds: list[int] = Field([0], min_length=1)
+    search: SearchSpec = SearchSpec()
+    resources: Resources = Resources()
+    tracking: Tracking = Tracking()
+    output_dir: str = "results"
+    data_root: str | None = Field(None, description="dataset root; else --data-root, else $CLORCH_DATA_ROOT, else ./data")
+    evaluate_unseen: bool = Field(False, description="also evaluate tasks not yet learned (forward transfer)")
+    storage: str | None = Field(None, description="Ray Tune storage for trial checkpoints: a path every node "
+                                                  "sees (NFS) or s3://...; default <output_dir>/<name>/tune")
+    retries: int = Field(2, ge=0, le=1000, description="times a trial whose worker dies is retried from its last task")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("use letters, digits, '_', '-' or '.', starting with a letter or digit")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    # Derived, valid once check_study passed.
+    @property
+    def experiment(self) -> str:
+        return self.tracking.experiment or self.name
+
+    # The registry-derived views below import the benchmark registry when called, not when this
+    # module is imported: results/ and report/ read the schema without loading torch or a method.
+    def benchmark_params(self):
+        from datasets.registry import BENCHMARKS
+
+        entry = BENCHMARKS.get(self.benchmark.name)
+        return entry.params.model_validate(self.benchmark.params)
+
+    @property
+    def num_tasks(self) -> int:
+        return self.benchmark_params().num_tasks
+
+    @property
+    def kind(self) -> str:
+        """classification | regression_stream, known from the benchmark's Params without loading."""
+        from datasets.registry import BENCHMARKS
+
+        return getattr(BENCHMARKS.get(self.benchmark.name).params, "kind", "classification")
+
+    def task_orders(self) -> list[tuple[int, ...]]:
+        if self.orders is None:
+            return [tuple(range(self.num_tasks))]  # a stream: one "order"
+        return self.orders.generate(self.num_tasks)
+
+    def final_orders(self) -> list[tuple[int, ...]]:
+        """The fresh orders of the re-run: ``search.final_orders`` minus every order the search used.
+
+        Random ones are drawn until ``count`` fresh ones are found (or every
+        permutation is used); listed ones must already be fresh (check_study).
+        """
+        spec, t = self.search.final_orders, self.num_tasks
+        if spec is None:
+            return []
+        used = set(self.task_orders())
+        if isinstance(spec, RandomOrders):
+            import math
+
+            wanted = min(spec.count, math.factorial(t) - len(used))
+            pool = spec.model_copy(update={"count": min(spec.count + len(used), math.factorial(t))}).generate(t)
+            return [o for o in pool if o not in used][:wanted]
+        return [o for o in spec.generate(t) if o not in used]
+
+
+# ---------------------------------------------------------------- what a study expands into
+@dataclass(frozen=True)
+class Config:
+    config_id: str
+    label: str
+    method: str
+    params: dict[str, Any]       # every parameter, defaults filled in
+    searched: dict[str, Any]     # only those drawn from a search space
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    trial_id: str
+    config_id: str
+    label: str
+    method: str
+    params: dict[str, Any]
+    order: tuple[int, ...]
+    order_index: int
+    seed: int
+    setting: str
+    evaluate_unseen: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["order"] = list(self.order)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrialSpec":
+        return cls(**{**d, "order": tuple(d["order"])})
