@@ -30,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     val = sub.add_parser("validate", help="check a study file without running it")
     val.add_argument("study")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    sub.add_parser("list", help="methods and benchmarks with their parameters")
+    lst = sub.add_parser("list", help="methods and benchmarks with their parameters (plugins' beside the built-ins)")
+    lst.add_argument("targets", nargs="*", metavar="STUDY.yaml|NAME",
+                     help="a study file (its plugins are listed too) and/or names of methods or benchmarks to show alone")
+    lst.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="P",
+                     help="a plugin to load first: a .py file or package folder (relative to here) or a module name")
     rep = sub.add_parser("report", help="write results/<study>/report.md and its figures (and log them to MLflow)")
     rep.add_argument("study", help="study name (the `name:` of its file)")
     rep.add_argument("--results-dir", default="results",
@@ -67,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     # ---- end of Ray Jobs ----
 
     if args.command == "list":
-        from orchestrator.study.listing import describe_all
-
-        print(describe_all())
-        return 0
+        return _list(args)
     if args.command == "report":
         return _report(args)
     try:
@@ -117,6 +118,39 @@ def _report_after_run(study, summary: dict) -> None:
     tracker = SimpleNamespace(client=MlflowClient(tracking_uri=study.tracking.uri),
                               study_run=summary.get("mlflow_study_run"))
     report_after_run(study_dir(study.output_dir, study.name), study.name, tracker)  # warns, never raises
+
+
+def _list(args) -> int:
+    """``clorch list [STUDY.yaml ...] [NAME ...] [--plugin P ...]``: nothing is run or written."""
+    from pathlib import Path
+
+    import yaml
+
+    from orchestrator.study import plugins
+    from orchestrator.study.listing import describe_all, describe_names
+
+    studies = [t for t in args.targets if t.endswith((".yaml", ".yml"))]
+    names = [t for t in args.targets if t not in studies]
+    try:
+        plugins.load(args.plugins, Path.cwd(), where="--plugin")
+        for path in studies:
+            try:
+                raw = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError) as e:
+                print(f"clorch: cannot read {path}: {e}", file=sys.stderr)
+                return 2
+            entries = raw.get("plugins", []) if isinstance(raw, dict) else []
+            plugins.load(entries if isinstance(entries, list) else [], Path(path).resolve().parent,
+                         where=f"{path}: plugins")
+    except plugins.PluginError as e:
+        print(f"clorch: {e}", file=sys.stderr)
+        return 2
+    try:
+        print(describe_names(names) if names else describe_all())
+    except KeyError as e:
+        print(f"clorch: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _report(args) -> int:

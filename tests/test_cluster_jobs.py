@@ -145,9 +145,27 @@ def test_the_uploaded_working_dir_holds_the_study_and_this_clorchs_code_only(tmp
     study.write_text(yaml.safe_dump(TINY))
     staged = jobs.stage_working_dir(study, tmp_path / "wd")
     assert sorted(p.name for p in staged.iterdir()) == ["datasets", "methods", "orchestrator", "tiny.yaml"]
-    assert (staged / "orchestrator" / "runner.py").read_text() == \
-        (Path(jobs.__file__).parent / "runner.py").read_text()
+    assert (staged / "orchestrator" / "run" / "driver.py").read_text() == \
+        (Path(jobs.__file__).parents[1] / "run" / "driver.py").read_text()
     assert not list(staged.rglob("__pycache__"))
+
+
+def test_the_uploaded_working_dir_holds_the_studys_plugins_at_their_relative_paths(tmp_path):
+    from orchestrator.study.loading import load_study
+
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "staged_plugin.py").write_text('"""a plugin that registers nothing"""\n')
+    study_file = tmp_path / "tiny.yaml"
+    study_file.write_text(yaml.safe_dump({**TINY, "plugins": ["lab/staged_plugin.py"]}))
+    study = load_study(study_file)
+    staged = jobs.stage_working_dir(study_file, tmp_path / "wd", study.plugin_refs)
+    assert (staged / "lab" / "staged_plugin.py").read_text() == (tmp_path / "lab" / "staged_plugin.py").read_text()
+    (tmp_path / "far_plugin.py").write_text("")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "s.yaml").write_text(yaml.safe_dump({**TINY, "plugins": ["../far_plugin.py"]}))
+    far = load_study(tmp_path / "sub" / "s.yaml")
+    with pytest.raises(jobs.JobError, match="outside the study's folder"):
+        jobs.stage_working_dir(tmp_path / "sub" / "s.yaml", tmp_path / "wd2", far.plugin_refs)
     assert jobs.entrypoint("tiny.yaml", ["seeds=[0,1]"], "/data", True) == \
         "python -m orchestrator.cli run tiny.yaml --address auto --set 'seeds=[0,1]' --data-root /data --resume"
 

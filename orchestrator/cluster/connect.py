@@ -40,8 +40,12 @@ def use_cluster_token(address: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def connect(address: str | None) -> None:
-    """Start an embedded local Ray (address None), or join the cluster at ``address``."""
+def connect(address: str | None, runtime_env: dict | None = None) -> None:
+    """Start an embedded local Ray (address None), or join the cluster at ``address``.
+
+    ``runtime_env`` applies to every worker of this driver (the driver's code and plugins, see
+    run/driver.worker_environment). An already initialised Ray (a test's, a notebook's) is kept as it is.
+    """
     if "ray" not in sys.modules:
         use_cluster_token(address)
     import ray
@@ -50,11 +54,12 @@ def connect(address: str | None) -> None:
         return
     if address is None:
         # "local" forces a fresh embedded instance even if a cluster is reachable.
-        ray.init(address="local", include_dashboard=False, logging_level="warning", configure_logging=True)
+        ray.init(address="local", include_dashboard=False, logging_level="warning", configure_logging=True,
+                 runtime_env=runtime_env)
         return
     _probe(address)
     try:
-        ray.init(address=address, logging_level="warning", configure_logging=True)
+        ray.init(address=address, logging_level="warning", configure_logging=True, runtime_env=runtime_env)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, AuthenticationError, RuntimeError
         raise ClusterUnreachable(_explain(address, e)) from None
 

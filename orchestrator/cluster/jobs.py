@@ -137,8 +137,13 @@ def _quiet_ray_client_logs() -> None:
 
 
 # ---------------------------------------------------------------- what a job runs
-def stage_working_dir(study_file: Path, into: Path) -> Path:
-    """Copy the study file and the packages clorch runs from into ``into``; return ``into``."""
+def stage_working_dir(study_file: Path, into: Path, plugins: list | None = None) -> Path:
+    """Copy the study file, the packages clorch runs from and the study's plugins into ``into``; return ``into``.
+
+    File and package plugins keep their path relative to the study file, so the ``plugins:`` line that was
+    validated here resolves the same way on the head. Module plugins and entry points must be installed on
+    every node (cluster.yaml's setup commands).
+    """
     for name in PACKAGES:
         spec = importlib_util.find_spec(name)
         if spec is None or not spec.submodule_search_locations:
@@ -146,6 +151,21 @@ def stage_working_dir(study_file: Path, into: Path) -> Path:
         shutil.copytree(next(iter(spec.submodule_search_locations)), into / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(study_file, into / study_file.name)
+    base = study_file.resolve().parent
+    for ref in plugins or []:
+        if ref.kind not in ("file", "package"):
+            continue
+        source = Path(ref.path)
+        try:
+            target = into / source.relative_to(base)
+        except ValueError:
+            raise JobError(f"plugin {source} is outside the study's folder {base}: only files beside or below the "
+                           "study file are uploaded; move it there, or install it as a package on every node") from None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if ref.kind == "file":
+            shutil.copy2(source, target)
+        else:
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return into
 
 
@@ -213,7 +233,7 @@ def submit(client, study, study_file: Path, overrides: list[str], data_root: str
     job_id = f"clorch-{study.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     command = entrypoint(study_file.name, overrides, data_root, resume)
     with tempfile.TemporaryDirectory(prefix="clorch-job-") as tmp:
-        workdir = stage_working_dir(study_file, Path(tmp))
+        workdir = stage_working_dir(study_file, Path(tmp), study.plugin_refs)
         runtime_env = {"working_dir": str(workdir), "env_vars": {"PYTHONUNBUFFERED": "1"}}
         deadline = time.monotonic() + agent_wait_s
         while True:

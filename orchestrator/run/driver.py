@@ -33,7 +33,9 @@ from orchestrator.run.callbacks import tune_callback
 from orchestrator.run.recorder import StudyRecorder
 from orchestrator.run.trainable import trainable
 from orchestrator.results.store import read_trials, study_dir, write_json
-from orchestrator.study.schema import Study
+from orchestrator.study.schema import Study, value_at
+
+_NONE = object()
 from orchestrator.results.summary import best_per_label, build_summary, config_entry, format_table
 
 # Tune's JSON logger is kept (its result.json is what Tune's analysis reads);
@@ -67,7 +69,8 @@ class TuneRuns:
         from ray import tune
 
         self.study, self.benchmark, self.recorder, self.storage, self.lineage = study, benchmark, recorder, storage, lineage
-        self.trainable = tune.with_resources(tune.with_parameters(trainable, benchmark=benchmark),
+        self.trainable = tune.with_resources(tune.with_parameters(trainable, benchmark=benchmark,
+                                                                   plugins=[r.to_dict() for r in study.plugin_refs]),
                                              {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
         self.deadline = (time.monotonic() + study.search.time_budget_s) if study.search.time_budget_s else None
         self.checkpoints = lineage.latest_checkpoints()  # trial id -> (path, tasks done) from earlier runs
@@ -168,7 +171,7 @@ class TuneRuns:
             if len(recs) == members:
                 value = objective_value(self.study.search.objective, recs)
                 if value == value:
-                    out.append(({k: recs[0]["params"][k] for k in spaces}, value))
+                    out.append(({k: _searched_value(recs[0], k) for k in spaces}, value))
         return out
 
 
@@ -204,7 +207,7 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
           + (f", plus Optuna TPE over {len(searched)} method(s), {study.search.num_samples} configs each"
              if searched else ""), flush=True)
 
-    connect(address)
+    connect(address, runtime_env=worker_environment(study, address))
     import ray
 
     cpus = ray.cluster_resources().get("CPU", 0)
@@ -254,13 +257,43 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     return summary
 
 
+def worker_environment(study: Study, address: str | None) -> dict[str, Any]:
+    """Ray's runtime environment for the trial workers: the driver's own clorch code and plugin packages.
+
+    ``py_modules`` ships the orchestrator, methods and datasets packages the driver imported (and every
+    package-directory plugin), so a worker can never import another checkout's code from its working
+    directory, on this machine or on a cluster node. File plugins travel as source with the trainable; they
+    are pickled by value so a benchmark or object they define unpickles in a worker that has no copy.
+    """
+    import methods
+    from ray import cloudpickle
+
+    orchestrator_dir = Path(__file__).resolve().parents[1]
+    modules = [str(orchestrator_dir)] + [str(Path(m.__file__).parent) for m in (methods, datasets)]
+    for ref in study.plugin_refs:
+        if ref.kind == "package":
+            modules.append(ref.path)
+        if ref.kind == "file":
+            import sys
+
+            cloudpickle.register_pickle_by_value(sys.modules[ref.name])
+    return {"py_modules": modules}
+
+
+def _searched_value(rec: dict[str, Any], path: str) -> Any:
+    """A searched value of an earlier trial: from its record (``searched``), else read off its params."""
+    if path in rec.get("searched", {}):
+        return rec["searched"][path]
+    return value_at(rec["params"], path, _NONE)
+
+
 def _config_of_record(study: Study, rec: dict[str, Any]) -> Config:
     """The Config of an earlier run's trial record, its searched values read off its params."""
     label = rec["label"].removesuffix(FRESH)
     entry = next((m for m in study.methods if m.display == label), None)
     spaces = split_params(entry.params)[1] if entry is not None else {}
     return Config(rec["config_id"], rec["label"], rec["method"], rec["params"],
-                  {k: rec["params"][k] for k in spaces if k in rec["params"]})
+                  {k: _searched_value(rec, k) for k in spaces if _searched_value(rec, k) is not _NONE})
 
 
 def _fresh_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[TrialSpec]:

@@ -13,10 +13,18 @@ import datasets
 from orchestrator.study.schema import TrialSpec
 
 
-def trainable(config: dict[str, Any], benchmark: datasets.Benchmark) -> None:
-    """Runs inside a Tune worker process: one trial, checkpointed after every task."""
+def trainable(config: dict[str, Any], benchmark: datasets.Benchmark, plugins: list[dict[str, str]] = ()) -> None:
+    """Runs inside a Tune worker process: one trial, checkpointed after every task.
+
+    ``plugins``: the study's plugin refs as the driver loaded them; imported here (once per worker process)
+    before the method registry is read, so a researcher's own method runs in every worker.
+    """
     import torch
     from ray import tune
+
+    from orchestrator.study.plugins import PluginRef, load_refs
+
+    load_refs([PluginRef.from_dict(p) for p in plugins])
 
     from orchestrator.run.checkpoint import load_state, save_state
     from orchestrator.run.trial import pick_device, run_trial

@@ -6,6 +6,8 @@ problem shape.
 """
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -14,12 +16,14 @@ import datasets
 import methods
 from orchestrator.study.base import _MISSING, field_path, pydantic_problem
 from orchestrator.study.orders import ExplicitOrders, RandomOrders, check_permutation
-from orchestrator.study.schema import SearchSpace, Study, as_search_space, space_candidates
+from orchestrator.study.schema import (SearchSpace, Study, as_search_space, space_candidates, split_spaces, value_at,
+                                       with_values)
 
 
 def check_study(study: Study) -> list[tuple[str, Any, str]]:
     """Checks that need the registries. Returns problems; empty means runnable."""
     problems: list[tuple[str, Any, str]] = []
+    NOTES.clear()
     bench = study.benchmark
     num_tasks = None
     if bench.name not in datasets.BENCHMARKS:
@@ -73,34 +77,37 @@ def check_study(study: Study) -> list[tuple[str, Any, str]]:
 
 
 def _check_params(where: str, model: type[BaseModel], given: dict, allow_spaces: bool) -> list:
-    problems = []
-    allowed = list(model.model_fields)
-    fixed: dict[str, Any] = {}
-    spaces: dict[str, SearchSpace] = {}
-    for key, value in given.items():
-        if key not in model.model_fields:
-            problems.append((f"{where}.{key}", _MISSING, f"unknown parameter; allowed: {', '.join(allowed)}"))
-            continue
-        try:
-            space = as_search_space(value)
-        except ValidationError as e:
-            problems += [(f"{where}.{key}", value, pydantic_problem(err)[2]) for err in e.errors()]
-            continue
-        if space is None:
-            fixed[key] = value
-        elif not allow_spaces:
-            problems.append((f"{where}.{key}", value, "benchmark parameters take one value, not a search space"))
-        else:
-            spaces[key] = space
+    """Validate ``given`` against ``model``; every value of every search space (at any leaf) must be valid too."""
+    problems = _malformed_spaces(where, given)
     if problems:
         return problems
+    fixed, spaces = split_spaces(given)
+    if spaces and not allow_spaces:
+        return [(f"{where}.{path}", value_at(given, path), "benchmark parameters take one value, not a search space")
+                for path in spaces]
     problems += _validate(where, model, fixed, "")
     if problems:
         return problems
-    for key, space in spaces.items():
+    for path, space in spaces.items():
         for k, candidate in enumerate(space_candidates(space)):
-            problems += _validate(where, model, {**fixed, key: candidate}, f"{key}.{_space_kind(space)}[{k}]")
+            problems += _validate(where, model, with_values(fixed, {path: candidate}),
+                                  f"{path}.{_space_kind(space)}[{k}]")
     return problems
+
+
+def _malformed_spaces(where: str, value: Any, path: str = "") -> list:
+    """A dict that names a search space kind but is not a valid one (``uniform: [2, 1]``), at any depth."""
+    if path:
+        try:
+            if as_search_space(value) is not None:
+                return []
+        except ValidationError as e:
+            return [(f"{where}.{path}", value, pydantic_problem(err)[2]) for err in e.errors()]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    out = []
+    for key, sub in items:
+        out += _malformed_spaces(where, sub, f"{path}.{key}" if path else str(key))
+    return out
 
 
 def _space_kind(space: SearchSpace) -> str:
@@ -108,17 +115,37 @@ def _space_kind(space: SearchSpace) -> str:
 
 
 def _validate(where: str, model: type[BaseModel], values: dict, at: str) -> list:
-    try:
-        model.model_validate(values)
-        return []
-    except ValidationError as e:
-        out = []
-        for err in e.errors():
-            field = field_path(err["loc"])
-            path = f"{where}.{at}" if at else (f"{where}.{field}" if field else where)
-            out.append((path, err.get("input", _MISSING) if err["type"] != "missing" else _MISSING,
-                        err["msg"].removeprefix("Value error, ")))
-        return out
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeprecationWarning)
+        try:
+            model.model_validate(values)
+            errors = []
+        except ValidationError as e:
+            errors = e.errors()
+    for w in caught:  # a method's deprecated (flat) keys: a note, not a problem
+        if issubclass(w.category, DeprecationWarning) and _from_methods(w.filename):
+            note = f"{where}: {w.message}"
+            if note not in NOTES:
+                NOTES.append(note)
+    out = []
+    for err in errors:
+        field = field_path(err["loc"])
+        path = f"{where}.{at}" if at else (f"{where}.{field}" if field else where)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            fields = list(model.model_fields) if len(err["loc"]) == 1 else []
+            message = "unknown parameter" + (f"; allowed: {', '.join(fields)}" if fields else "")
+        out.append((path, err.get("input", _MISSING) if err["type"] not in ("missing", "extra_forbidden") else _MISSING,
+                    message))
+    return out
+
+
+NOTES: list[str] = []
+"""Deprecation notes of the last ``check_study`` (old flat method keys), printed by validate and run."""
+
+
+def _from_methods(filename: str) -> bool:
+    return Path(filename).resolve().is_relative_to(Path(methods.__file__).resolve().parent)
 
 
 def _check_search(study: Study, kind: str | None, num_tasks: int | None) -> list[tuple[str, Any, str]]:

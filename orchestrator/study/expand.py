@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 import methods
-from orchestrator.study.schema import Choice, Config, Grid, LogUniform, Study, TrialSpec, Uniform, as_search_space
+from orchestrator.study.schema import (Choice, Config, Grid, LogUniform, Study, TrialSpec, Uniform, split_spaces,
+                                       with_values)
 
 
 def _tune_domain(space):
@@ -36,22 +37,15 @@ def _config_id(label: str, params: dict[str, Any]) -> str:
 
 
 def split_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A method entry's params -> (fixed values, search spaces)."""
-    fixed, spaces = {}, {}
-    for key, value in params.items():
-        space = as_search_space(value)
-        if space is None:
-            fixed[key] = value
-        else:
-            spaces[key] = space
-    return fixed, spaces
+    """A method entry's params -> (fixed values, search spaces by dotted path)."""
+    return split_spaces(params)
 
 
 def make_config(study: Study, method_index: int, searched: dict[str, Any]) -> Config:
     """The config of method entry ``method_index`` with ``searched`` values for its spaces."""
     m = study.methods[method_index]
     fixed, _ = split_params(m.params)
-    full = methods.METHODS.get(m.name).params.model_validate({**fixed, **searched}).model_dump(mode="json")
+    full = methods.METHODS.get(m.name).params.model_validate(with_values(fixed, searched)).model_dump(mode="json")
     return Config(_config_id(m.display, full), m.display, m.name, full, dict(searched))
 
 
@@ -100,7 +94,8 @@ def trials_for(config: Config, orders: list[tuple[int, ...]], seeds: list[int], 
     """One trial per (order, seed). ``tag`` "o" for the study's orders, "f" for the fresh re-run orders."""
     return [TrialSpec(trial_id=f"{config.config_id}-{tag}{r}-s{seed}", config_id=config.config_id,
                       label=config.label, method=config.method, params=config.params, order=order,
-                      order_index=r, seed=seed, setting=setting, evaluate_unseen=evaluate_unseen)
+                      order_index=r, seed=seed, setting=setting, evaluate_unseen=evaluate_unseen,
+                      searched=dict(config.searched))
             for r, order in enumerate(orders) for seed in seeds]
 
 

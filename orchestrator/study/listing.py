@@ -43,11 +43,34 @@ def describe_all() -> str:
     out = ["methods:"]
     for name in methods.METHODS.names():
         e = methods.METHODS.get(name)
-        out.append(f"  {name} — {e.summary}")
+        out.append(f"  {name} — {e.summary}{_origin(e)}")
         out += describe_params(e.params)
     out.append("benchmarks:")
     for name in datasets.BENCHMARKS.names():
         e = datasets.BENCHMARKS.get(name)
-        out.append(f"  {name} — {e.summary}")
+        out.append(f"  {name} — {e.summary}{_origin(e)}")
         out += describe_params(e.params)
+    return "\n".join(out)
+
+
+def _origin(entry) -> str:
+    """`` (plugin: my_methods)`` for an entry registered outside clorch's own packages."""
+    top = (entry.module or "").split(".")[0]
+    return "" if top in ("methods", "datasets", "") else f"  (plugin: {entry.module})"
+
+
+def describe_names(names: list[str]) -> str:
+    """Only the named methods or benchmarks; an unknown name is a KeyError listing what exists."""
+    out = []
+    for name in names:
+        if name in methods.METHODS:
+            e = methods.METHODS.get(name)
+            out += [f"method {name} — {e.summary}{_origin(e)}", *describe_params(e.params)]
+        elif name in datasets.BENCHMARKS:
+            e = datasets.BENCHMARKS.get(name)
+            out += [f"benchmark {name} — {e.summary}{_origin(e)}", *describe_params(e.params)]
+        else:
+            raise datasets.RegistryError(f"no method or benchmark named {name!r}; methods: "
+                                         f"{', '.join(methods.METHODS.names())}; benchmarks: "
+                                         f"{', '.join(datasets.BENCHMARKS.names())}")
     return "\n".join(out)

@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from orchestrator.study.base import _MISSING, StudyError, pydantic_problem
+from orchestrator.study import plugins
 from orchestrator.study.checks import check_study
 from orchestrator.study.schema import Study
 
@@ -33,18 +34,33 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> Study:
         raise StudyError(source, [("", raw, "a study file is a YAML mapping with name, benchmark, orders, methods")])
     for item in overrides:
         _apply_override(raw, item, source)
-    return parse_study(raw, source)
+    return parse_study(raw, source, Path(path).resolve().parent)
 
 
-def parse_study(raw: dict, source: str = "<study>") -> Study:
+def parse_study(raw: dict, source: str = "<study>", base_dir: Path | None = None) -> Study:
+    """Validate a study mapping; its plugins (relative to ``base_dir``, default the current folder) load first."""
+    refs = _load_plugins(raw, source, base_dir or Path.cwd())
     try:
         study = Study.model_validate(raw)
     except ValidationError as e:
         raise StudyError(source, [pydantic_problem(err) for err in e.errors()]) from None
+    study._plugin_refs = refs
     problems = check_study(study)
     if problems:
         raise StudyError(source, problems)
     return study
+
+
+def _load_plugins(raw: dict, source: str, base_dir: Path) -> list:
+    """Import the study's plugins before anything reads the registries; one StudyError if one cannot load."""
+    entries = raw.get("plugins", [])
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise StudyError(source, [("plugins", entries, "a list of paths (my_methods.py, relative to the study file) "
+                                                      "or module names (my_pkg.methods)")])
+    try:
+        return plugins.load(entries, base_dir)
+    except plugins.PluginError as e:
+        raise StudyError(source, [("plugins", _MISSING, str(e))]) from None
 
 
 def _apply_override(raw: dict, item: str, source: str) -> None:

@@ -8,10 +8,10 @@ problem as ``field: bad value -> what is allowed``.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from orchestrator.study.base import Strict, StudyError  # noqa: F401 - StudyError is part of the schema's API
 from orchestrator.study.orders import OrdersSpec, RandomOrders
@@ -68,6 +68,67 @@ def space_candidates(space: SearchSpace) -> list[Any]:
     if isinstance(space, Choice):
         return list(space.choice)
     return list(space.uniform if isinstance(space, Uniform) else space.loguniform)
+
+
+def split_spaces(params: Any, prefix: str = "") -> tuple[Any, dict[str, SearchSpace]]:
+    """Params -> (fixed values, search spaces by dotted path), a space allowed at any leaf.
+
+    ``{optimizer: {name: sgd, lr: {loguniform: [1e-3, 0.1]}}}`` gives the fixed
+    ``{optimizer: {name: sgd}}`` and the space ``optimizer.lr``; list items are
+    numbered (``penalties.0.lambda``). A flat key (``lr: {grid: [...]}``) is a path of one.
+    """
+    space = as_search_space(params) if prefix else None
+    if space is not None:
+        return _SPACE, {prefix: space}
+    spaces: dict[str, SearchSpace] = {}
+    if isinstance(params, dict):
+        fixed: Any = {}
+        for key, value in params.items():
+            sub, found = split_spaces(value, f"{prefix}.{key}" if prefix else str(key))
+            spaces.update(found)
+            if sub is not _SPACE:
+                fixed[key] = sub
+        return fixed, spaces
+    if isinstance(params, list):
+        items = []
+        for index, value in enumerate(params):
+            sub, found = split_spaces(value, f"{prefix}.{index}")
+            spaces.update(found)
+            items.append(None if sub is _SPACE else sub)  # a list keeps its length; the value is set per config
+        return items, spaces
+    return params, spaces
+
+
+_SPACE = object()
+
+
+def with_values(fixed: Any, values: dict[str, Any]) -> Any:
+    """A copy of ``fixed`` with each dotted path of ``values`` set (dicts created where missing)."""
+    import copy
+
+    out = copy.deepcopy(fixed)
+    for path, value in values.items():
+        node, parts = out, path.split(".")
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        if isinstance(node, list):
+            node[int(parts[-1])] = value
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def value_at(params: Any, path: str, default: Any = None) -> Any:
+    """The value at a dotted path of (nested) params, or ``default``."""
+    node = params
+    for part in path.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return default
+    return node
 
 
 # ---------------------------------------------------------------- sections
@@ -146,6 +207,14 @@ class Study(Strict):
     storage: str | None = Field(None, description="Ray Tune storage for trial checkpoints: a path every node "
                                                   "sees (NFS) or s3://...; default <output_dir>/<name>/tune")
     retries: int = Field(2, ge=0, le=1000, description="times a trial whose worker dies is retried from its last task")
+    plugins: list[str] = Field([], description="your own methods/benchmarks: .py files or package folders relative "
+                                               "to the study file, or importable module names")
+    _plugin_refs: list = PrivateAttr(default_factory=list)  # what loading resolved; shipped to every trial worker
+
+    @property
+    def plugin_refs(self) -> list:
+        """The plugins the driver loaded (orchestrator.study.plugins.PluginRef), entry points included."""
+        return list(self._plugin_refs)
 
     @field_validator("name")
     @classmethod
@@ -231,6 +300,7 @@ class TrialSpec:
     seed: int
     setting: str
     evaluate_unseen: bool
+    searched: dict[str, Any] = field(default_factory=dict)  # the config's values drawn from a search space, by path
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -239,4 +309,5 @@ class TrialSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrialSpec":
-        return cls(**{**d, "order": tuple(d["order"])})
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{**{k: v for k, v in d.items() if k in known}, "order": tuple(d["order"])})
