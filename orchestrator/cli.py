@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except StudyError as e:
         print(e, file=sys.stderr)
         return 2
+    _print_notes()
     if args.command == "validate":
         from orchestrator.study.expand import expand_configs
 
@@ -118,6 +119,14 @@ def _report_after_run(study, summary: dict) -> None:
     tracker = SimpleNamespace(client=MlflowClient(tracking_uri=study.tracking.uri),
                               study_run=summary.get("mlflow_study_run"))
     report_after_run(study_dir(study.output_dir, study.name), study.name, tracker)  # warns, never raises
+
+
+def _print_notes() -> None:
+    """What validation noticed but accepts (old flat method keys), one line each, on stderr."""
+    from orchestrator.study.checks import NOTES
+
+    for note in NOTES:
+        print(f"clorch: note: {note}", file=sys.stderr)
 
 
 def _list(args) -> int:
