@@ -1,6 +1,6 @@
 """The study report (clorch report): table, bootstrap intervals, position effect, figures, sources.
 
-Synthetic trial records (built with orchestrator.run.trial.record, written with
+Synthetic trial records (built with ClassificationRecord.from_rows, written with
 results.write_trial) keep these fast and free of Ray; one test writes them to
 a real MLflow SQLite store and builds the report from MLflow alone.
 """
@@ -21,7 +21,7 @@ from orchestrator.report.position import position_effect, verdict
 from orchestrator.report.render import report_after_run, report_study
 from orchestrator.results.store import write_json, read_trials, write_trial
 from orchestrator.results.summary import trial_stats
-from orchestrator.results.records import matrix_array, record, to_json_row
+from orchestrator.results.records import ClassificationRecord, StreamRecord, to_json_row
 
 T = 5
 
@@ -43,11 +43,11 @@ def make_record(label, config_id, params, order, order_index, seed, finals, stat
     rows = [{"position": i, "task_id": t, "row": to_json_row(A[i]), "train_s": 0.5, "eval_s": 0.05}
             for i, t in enumerate(order)]
     if status != "completed":
-        rec = record(spec, rows[:2], len(order), status="failed", error="TrainingDiverged: loss is nan; lower lr")
+        rec = ClassificationRecord.from_rows(spec, rows[:2], len(order), status="failed",
+                                             error="TrainingDiverged: loss is nan; lower lr")
     else:
-        rec = record(spec, rows, len(order), status="completed")
-    if ended_at is not None:
-        rec["ended_at"] = ended_at
+        rec = ClassificationRecord.from_rows(spec, rows, len(order), status="completed")
+    rec.ended_at = ended_at
     return rec
 
 
@@ -129,9 +129,9 @@ def test_table_numbers_equal_the_statistics_of_the_stored_matrices(syn_report):
     rows = {row["config"]: row for row in parse_table(text, "ACC CI")}
     names = {"sgd-aaaa1111": "sgd", "adam-bbbb2222": "adam #1", "adam-cccc3333": "adam #2"}
     for cid, name in names.items():
-        mine = [r for r in stored if r["config_id"] == cid]
-        done = [r for r in mine if r["status"] == "completed"]
-        expected = stats.config_stats([matrix_array(r) for r in done], [r["order"] for r in done])
+        mine = [r for r in stored if r.config_id == cid]
+        done = [r for r in mine if r.completed]
+        expected = stats.config_stats([r.matrix() for r in done], [r.order for r in done])
         row = rows[name]
         assert int(row["R"]) == expected["R"]
         for column, key in [("ACC", "acc"), ("BWT", "bwt"), ("Forgetting", "forgetting"), ("Task.Acc", "task_acc")]:
@@ -342,7 +342,7 @@ def test_search_figure_plots_each_completed_trial_over_time(analysed):
     assert ax.get_ylabel() == "ACC (%)" and ax.get_xlabel().startswith("trial end time")
     assert len(ax.collections) == len(analysed)
     for coll, r in zip(ax.collections, analysed):
-        done = [rec for rec in r.records if rec["status"] == "completed"]
+        done = [rec for rec in r.records if rec.completed]
         assert len(coll.get_offsets()) == len(done)
         assert sorted(coll.get_offsets()[:, 1]) == pytest.approx(sorted(trial_stats(rec)["acc"] for rec in done))
     assert ax.collections[0].get_offsets()[:, 0].min() >= 0
@@ -383,7 +383,7 @@ def test_report_from_mlflow_alone_and_logged_to_the_study_run(tmp_path, monkeypa
     configs = [Config(cid, label, "finetune", params, {}) for label, cid, params, _, _ in CONFIGS]
     tracker = StudyTracker(uri, "syn-exp", "syn", {"benchmark": "synthetic"}, configs)
     for rec in records:
-        tracker.log_trial(rec, trial_stats(rec))
+        tracker.log_trial(rec)
 
     local = report_study("syn", results, n_resamples=300)
     remote = report_study("syn", tmp_path / "elsewhere", tracking_uri=uri, n_resamples=300)
@@ -457,8 +457,8 @@ def test_results_without_ended_at_fall_back_to_the_file_time(study):
     from orchestrator.report.sources import from_results
 
     data = from_results(results / "syn", "syn")
-    again = next(r for r in data.records if r["trial_id"] == rec["trial_id"])
-    assert again["ended_at"] == pytest.approx(path.stat().st_mtime)
+    again = next(r for r in data.records if r.trial_id == rec["trial_id"])
+    assert again.ended_at == pytest.approx(path.stat().st_mtime)
 
 
 def test_trial_files_of_an_earlier_run_are_left_out_when_a_summary_says_what_ran(study):
@@ -469,7 +469,7 @@ def test_trial_files_of_an_earlier_run_are_left_out_when_a_summary_says_what_ran
     from orchestrator.report.sources import from_results
 
     data = from_results(results / "syn", "syn")
-    assert len(data.records) == 3 and {r["config_id"] for r in data.records} == {"sgd-aaaa1111"}
+    assert len(data.records) == 3 and {r.config_id for r in data.records} == {"sgd-aaaa1111"}
     assert f"{len(records) - 3} trial files" in data.notes[0]
 
 
@@ -482,11 +482,11 @@ def test_a_regression_stream_study_gets_its_error_table_and_step_size_figure(tmp
     relevant = [False] * 3 + [True] * 2
     recs = []
     for seed in (0, 1):
-        rec = make_record("linear_idbd", "linear_idbd-dddd4444", {}, (0,), 0, seed, np.array([1.0]))
+        spec = TrialSpec(f"linear_idbd-dddd4444-s{seed}", "linear_idbd-dddd4444", "linear_idbd", "linear_idbd", {},
+                         (0,), 0, seed, "task_incremental", False)
         trace = [[0.001] * 3 + [0.1] * 2, [0.0005] * 3 + [0.2] * 2]
-        rec.update({"trial_id": f"linear_idbd-dddd4444-s{seed}", "kind": "regression_stream", "matrix": None,
-                    "mse": 0.5 + seed, "window": 10, "window_mse": [1.0, 0.5], "step_trace": trace,
-                    "trace_every": 10, "truth": {"relevant": relevant}, "label": "linear_idbd"})
+        rec = StreamRecord.for_spec(spec, steps=20, mse=0.5 + seed, window=10, window_mse=[1.0, 0.5],
+                                    step_trace=trace, trace_every=10, truth={"relevant": relevant})
         write_trial(directory, rec)
         recs.append(rec)
     config = Config("linear_idbd-dddd4444", "linear_idbd", "linear_idbd", {"theta": 0.01}, {})

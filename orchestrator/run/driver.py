@@ -29,6 +29,7 @@ from orchestrator.cluster.connect import connect
 from orchestrator.study.schema import Config, TrialSpec
 from orchestrator.study.expand import expand_configs, is_adaptive, make_config, setting_of, split_params, trials_for
 from orchestrator.results.objective import describe, objective_value
+from orchestrator.results.records import TrialRecord
 from orchestrator.run.callbacks import tune_callback
 from orchestrator.run.recorder import StudyRecorder
 from orchestrator.run.trainable import trainable
@@ -148,7 +149,7 @@ class TuneRuns:
 
         def known(searched: dict[str, Any]) -> float | None:
             recs = self.recorder.records_of(make_config(study, method_index, searched).config_id)
-            if len(recs) < members or any(r["status"] != "completed" for r in recs):
+            if len(recs) < members or any(not r.completed for r in recs):
                 return None
             value = objective_value(study.search.objective, recs)
             return value if value == value else None
@@ -159,23 +160,23 @@ class TuneRuns:
 
     def _finished_configs(self, label: str, spaces: dict[str, Any], members: int) -> list[tuple[dict, float]]:
         """Configs of this entry that finished on every order in an earlier run: Optuna's warm start."""
-        by_config: dict[str, list[dict[str, Any]]] = {}
+        by_config: dict[str, list[TrialRecord]] = {}
         for rec in self.recorder.previous.values():
-            if rec["label"] == label:  # the fresh re-runs carry the label + FRESH
-                by_config.setdefault(rec["config_id"], []).append(rec)
+            if rec.label == label:  # the fresh re-runs carry the label + FRESH
+                by_config.setdefault(rec.config_id, []).append(rec)
         out = []
         for recs in by_config.values():
             if len(recs) == members:
                 value = objective_value(self.study.search.objective, recs)
                 if value == value:
-                    out.append(({k: recs[0]["params"][k] for k in spaces}, value))
+                    out.append(({k: recs[0].params[k] for k in spaces}, value))
         return out
 
 
-def _previous_records(out: Path, resume: bool) -> dict[str, dict[str, Any]]:
+def _previous_records(out: Path, resume: bool) -> dict[str, TrialRecord]:
     """--resume: the trial records already written. A fresh run starts over: old records are removed."""
     if resume:
-        return {r["trial_id"]: r for r in read_trials(out)}
+        return {r.trial_id: r for r in read_trials(out)}
     trials_dir = out / "trials"
     if trials_dir.is_dir() and any(trials_dir.glob("*.json")):
         n = len(list(trials_dir.glob("*.json")))
@@ -254,13 +255,13 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     return summary
 
 
-def _config_of_record(study: Study, rec: dict[str, Any]) -> Config:
+def _config_of_record(study: Study, rec: TrialRecord) -> Config:
     """The Config of an earlier run's trial record, its searched values read off its params."""
-    label = rec["label"].removesuffix(FRESH)
+    label = rec.label.removesuffix(FRESH)
     entry = next((m for m in study.methods if m.display == label), None)
     spaces = split_params(entry.params)[1] if entry is not None else {}
-    return Config(rec["config_id"], rec["label"], rec["method"], rec["params"],
-                  {k: rec["params"][k] for k in spaces if k in rec["params"]})
+    return Config(rec.config_id, rec.label, rec.method, rec.params,
+                  {k: rec.params[k] for k in spaces if k in rec.params})
 
 
 def _fresh_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[TrialSpec]:
