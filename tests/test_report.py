@@ -495,3 +495,33 @@ def test_a_regression_stream_study_gets_its_error_table_and_step_size_figure(tmp
     text = report.path.read_text()
     assert "no task orders" in text and "linear_idbd" in text and "1 ± 0.71" in text
     assert set(report.figures) == {"step_sizes"} and report.figures["step_sizes"].stat().st_size > 0
+
+
+def test_series_and_traces_are_drawn_generically_one_figure_per_name_and_config(tmp_path):
+    """Whatever a method names its per-task series and per-step traces, the report draws them."""
+    from orchestrator.report.render import write_report
+    from orchestrator.report.sources import StudyData
+    from orchestrator.report.trace_figures import series_figure, trajectories
+
+    rng = np.random.default_rng(0)
+    records = []
+    for r, order in enumerate(random_orders(T, 2, 0, True)):
+        rec = make_record("gated", "gated-eeee5555", {}, order, r, 0, rng.uniform(60, 80, T))
+        rec.series = {"gate_mean": [0.1 * (p + 1) for p in range(T)],
+                      "rank": [[p, 2 * p] for p in range(T)]}
+        rec.trace = {"step": [0, 10, 20, 30], "task_start_step": [0, 20], "task_position": [0, 0, 1, 1],
+                     "w_norm/fc1": [1.0, 2.0, 3.0, 4.0], "w_norm/fc2": [2.0, 2.0, None, 1.0]}
+        records.append(rec)
+    report = write_report(StudyData("gen", records, None, "test records"), tmp_path / "gen", n_resamples=20)
+    assert {"trainability", "series_gate_mean_gated", "series_rank_gated", "w_norm_trajectories_gated"} <= \
+        set(report.figures)
+    text = report.path.read_text()
+    assert "](figures/series_rank_gated.png)" in text and "](figures/w_norm_trajectories_gated.png)" in text
+
+    (result,) = analyse(records, n_resamples=20)
+    lines = {ln.get_label(): ln for ln in series_figure(result, "rank").axes[0].get_lines()}
+    assert set(lines) == {"0", "1"} and list(lines["1"].get_ydata()) == [0, 2, 4, 6, 8]
+    ax = trajectories(result, "w_norm").axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    assert set(lines) == {"fc1", "fc2"} and list(lines["fc2"].get_xdata()) == [0, 10, 30]
+    assert [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":"] == [20]
