@@ -66,9 +66,9 @@ def main() -> None:
             root = Path(tmp)
             run_study(parse_study(study_dict(root, k, args)))
             records = read_trials(root / "results" / f"packing{k}")
-        done = [r for r in records if r["status"] == "completed"]
-        first = min(r["started_at"] for r in done)
-        last = max(r["started_at"] + r["wall_s"] for r in done)
+        done = [r for r in records if r.completed]
+        first = min(r.started_at for r in done)
+        last = max(r.started_at + r.wall_s for r in done)
         rows.append((k, len(done), last - first, len(done) / (last - first) * 3600))
     base = rows[0][3]
     print(f"\n{'per GPU' if args.device == 'gpu' else 'per node'}  trials  wall s  trials/hour  speed-up")

@@ -60,11 +60,11 @@ def one_run(epochs: int, orders: int, slots: int) -> dict:
         run_study(study)
         whole = time.time() - started
         records = read_trials(root / "results" / "overhead")
-    assert all(r["status"] == "completed" for r in records), [r["error"] for r in records]
-    work = sum(r["wall_s"] for r in records)
+    assert all(r.completed for r in records), [r.error for r in records]
+    work = sum(r.wall_s for r in records)
     ideal = work / slots
-    first = min(r["started_at"] for r in records)
-    last = max(r["started_at"] + r["wall_s"] for r in records)
+    first = min(r.started_at for r in records)
+    last = max(r.started_at + r.wall_s for r in records)
     return {"trials": len(records), "mean_trial_s": work / len(records), "ideal_s": ideal,
             "trials_phase_s": last - first, "whole_s": whole,
             "trials_phase_ratio": (last - first) / ideal, "whole_ratio": whole / ideal}

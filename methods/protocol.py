@@ -56,6 +56,24 @@ class Method(Protocol):
     # Optional: ``learn_all(tasks: Mapping[int, DeviceSplit]) -> dict`` for
     # offline methods (joint training). When present, the trial calls it once,
     # with every task's training split keyed by identity, before the first task.
+    #
+    # Optional: ``task_series() -> dict[str, float | list[float]]``, called by
+    # the trial after each task (after ``learn_task`` and the evaluation): named
+    # per-task quantities, a scalar or a vector each (a gate statistic per block,
+    # ranks per layer, used capacity). The trial record keeps them as
+    # ``series[name][position]`` (orchestrator/results/records.py), MLflow gets
+    # ``series/<name>`` (``series/<name>/<k>`` per element) with the position as
+    # step, and the report draws one figure per name and config: value against
+    # the task position, a line per element. ``learn_task``'s returned scalars
+    # stay what they are (``info_<key>`` per task).
+    #
+    # Optional: ``trace() -> dict[str, list] | None``, called once at the end of
+    # a trial: a per-step series dict, JSON-ready and small (subsample it).
+    # ``step`` is the x axis; ``task_start_step`` (the step each task began) and
+    # ``task_position`` (each step's task position) place the task boundaries;
+    # every other key is a series aligned with ``step`` (None where undefined),
+    # and ``group/element`` keys are drawn together, one figure per group and
+    # config with a line per element (``lr/<layer>`` -> the ``lr`` figure).
 
 
 def seed_everything(seed: int) -> None:

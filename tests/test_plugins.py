@@ -72,8 +72,8 @@ def _study(tmp: Path, name: str, plugins: list[str], method: str, **extra) -> Pa
 
 
 def test_a_plugin_method_runs_through_real_ray_and_mlflow(ray_local, tmp_path):
-    (tmp_path / "my_methods.py").write_text(PLAIN_METHOD.format(name="nearest_mean"))
-    path = _study(tmp_path, "plug", ["my_methods.py"], "nearest_mean", seeds=[0])
+    (tmp_path / "my_methods.py").write_text(PLAIN_METHOD.format(name="plugin_mean"))
+    path = _study(tmp_path, "plug", ["my_methods.py"], "plugin_mean", seeds=[0])
     assert main(["run", str(path)]) == 0
     files = sorted((tmp_path / "results" / "plug" / "trials").glob("*.json"))
     records = [json.loads(f.read_text()) for f in files]
@@ -86,7 +86,7 @@ def test_a_plugin_method_runs_through_real_ray_and_mlflow(ray_local, tmp_path):
     trials = client.search_runs([exp.experiment_id], "tags.`clorch.level` = 'trial'", max_results=100)
     configs = client.search_runs([exp.experiment_id], "tags.`clorch.level` = 'config'", max_results=100)
     assert len(trials) == 10 and all(r.info.status == "FINISHED" for r in trials)
-    assert len(configs) == 2 and {r.data.tags["clorch.method"] for r in configs} == {"nearest_mean"}
+    assert len(configs) == 2 and {r.data.tags["clorch.method"] for r in configs} == {"plugin_mean"}
 
 
 def test_a_broken_plugin_is_one_message_exit_2_and_nothing_written(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """The study report (clorch report): table, bootstrap intervals, position effect, figures, sources.
 
-Synthetic trial records (built with orchestrator.run.trial.record, written with
+Synthetic trial records (built with ClassificationRecord.from_rows, written with
 results.write_trial) keep these fast and free of Ray; one test writes them to
 a real MLflow SQLite store and builds the report from MLflow alone.
 """
@@ -21,7 +21,7 @@ from orchestrator.report.position import position_effect, verdict
 from orchestrator.report.render import report_after_run, report_study
 from orchestrator.results.store import write_json, read_trials, write_trial
 from orchestrator.results.summary import trial_stats
-from orchestrator.results.records import matrix_array, record, to_json_row
+from orchestrator.results.records import ClassificationRecord, StreamRecord, to_json_row
 
 T = 5
 
@@ -43,11 +43,11 @@ def make_record(label, config_id, params, order, order_index, seed, finals, stat
     rows = [{"position": i, "task_id": t, "row": to_json_row(A[i]), "train_s": 0.5, "eval_s": 0.05}
             for i, t in enumerate(order)]
     if status != "completed":
-        rec = record(spec, rows[:2], len(order), status="failed", error="TrainingDiverged: loss is nan; lower lr")
+        rec = ClassificationRecord.from_rows(spec, rows[:2], len(order), status="failed",
+                                             error="TrainingDiverged: loss is nan; lower lr")
     else:
-        rec = record(spec, rows, len(order), status="completed")
-    if ended_at is not None:
-        rec["ended_at"] = ended_at
+        rec = ClassificationRecord.from_rows(spec, rows, len(order), status="completed")
+    rec.ended_at = ended_at
     return rec
 
 
@@ -129,9 +129,9 @@ def test_table_numbers_equal_the_statistics_of_the_stored_matrices(syn_report):
     rows = {row["config"]: row for row in parse_table(text, "ACC CI")}
     names = {"sgd-aaaa1111": "sgd", "adam-bbbb2222": "adam #1", "adam-cccc3333": "adam #2"}
     for cid, name in names.items():
-        mine = [r for r in stored if r["config_id"] == cid]
-        done = [r for r in mine if r["status"] == "completed"]
-        expected = stats.config_stats([matrix_array(r) for r in done], [r["order"] for r in done])
+        mine = [r for r in stored if r.config_id == cid]
+        done = [r for r in mine if r.completed]
+        expected = stats.config_stats([r.matrix() for r in done], [r.order for r in done])
         row = rows[name]
         assert int(row["R"]) == expected["R"]
         for column, key in [("ACC", "acc"), ("BWT", "bwt"), ("Forgetting", "forgetting"), ("Task.Acc", "task_acc")]:
@@ -342,7 +342,7 @@ def test_search_figure_plots_each_completed_trial_over_time(analysed):
     assert ax.get_ylabel() == "ACC (%)" and ax.get_xlabel().startswith("trial end time")
     assert len(ax.collections) == len(analysed)
     for coll, r in zip(ax.collections, analysed):
-        done = [rec for rec in r.records if rec["status"] == "completed"]
+        done = [rec for rec in r.records if rec.completed]
         assert len(coll.get_offsets()) == len(done)
         assert sorted(coll.get_offsets()[:, 1]) == pytest.approx(sorted(trial_stats(rec)["acc"] for rec in done))
     assert ax.collections[0].get_offsets()[:, 0].min() >= 0
@@ -383,7 +383,7 @@ def test_report_from_mlflow_alone_and_logged_to_the_study_run(tmp_path, monkeypa
     configs = [Config(cid, label, "finetune", params, {}) for label, cid, params, _, _ in CONFIGS]
     tracker = StudyTracker(uri, "syn-exp", "syn", {"benchmark": "synthetic"}, configs)
     for rec in records:
-        tracker.log_trial(rec, trial_stats(rec))
+        tracker.log_trial(rec)
 
     local = report_study("syn", results, n_resamples=300)
     remote = report_study("syn", tmp_path / "elsewhere", tracking_uri=uri, n_resamples=300)
@@ -457,8 +457,8 @@ def test_results_without_ended_at_fall_back_to_the_file_time(study):
     from orchestrator.report.sources import from_results
 
     data = from_results(results / "syn", "syn")
-    again = next(r for r in data.records if r["trial_id"] == rec["trial_id"])
-    assert again["ended_at"] == pytest.approx(path.stat().st_mtime)
+    again = next(r for r in data.records if r.trial_id == rec["trial_id"])
+    assert again.ended_at == pytest.approx(path.stat().st_mtime)
 
 
 def test_trial_files_of_an_earlier_run_are_left_out_when_a_summary_says_what_ran(study):
@@ -469,7 +469,7 @@ def test_trial_files_of_an_earlier_run_are_left_out_when_a_summary_says_what_ran
     from orchestrator.report.sources import from_results
 
     data = from_results(results / "syn", "syn")
-    assert len(data.records) == 3 and {r["config_id"] for r in data.records} == {"sgd-aaaa1111"}
+    assert len(data.records) == 3 and {r.config_id for r in data.records} == {"sgd-aaaa1111"}
     assert f"{len(records) - 3} trial files" in data.notes[0]
 
 
@@ -482,11 +482,11 @@ def test_a_regression_stream_study_gets_its_error_table_and_step_size_figure(tmp
     relevant = [False] * 3 + [True] * 2
     recs = []
     for seed in (0, 1):
-        rec = make_record("linear_idbd", "linear_idbd-dddd4444", {}, (0,), 0, seed, np.array([1.0]))
+        spec = TrialSpec(f"linear_idbd-dddd4444-s{seed}", "linear_idbd-dddd4444", "linear_idbd", "linear_idbd", {},
+                         (0,), 0, seed, "task_incremental", False)
         trace = [[0.001] * 3 + [0.1] * 2, [0.0005] * 3 + [0.2] * 2]
-        rec.update({"trial_id": f"linear_idbd-dddd4444-s{seed}", "kind": "regression_stream", "matrix": None,
-                    "mse": 0.5 + seed, "window": 10, "window_mse": [1.0, 0.5], "step_trace": trace,
-                    "trace_every": 10, "truth": {"relevant": relevant}, "label": "linear_idbd"})
+        rec = StreamRecord.for_spec(spec, steps=20, mse=0.5 + seed, window=10, window_mse=[1.0, 0.5],
+                                    step_trace=trace, trace_every=10, truth={"relevant": relevant})
         write_trial(directory, rec)
         recs.append(rec)
     config = Config("linear_idbd-dddd4444", "linear_idbd", "linear_idbd", {"theta": 0.01}, {})
@@ -495,3 +495,33 @@ def test_a_regression_stream_study_gets_its_error_table_and_step_size_figure(tmp
     text = report.path.read_text()
     assert "no task orders" in text and "linear_idbd" in text and "1 ± 0.71" in text
     assert set(report.figures) == {"step_sizes"} and report.figures["step_sizes"].stat().st_size > 0
+
+
+def test_series_and_traces_are_drawn_generically_one_figure_per_name_and_config(tmp_path):
+    """Whatever a method names its per-task series and per-step traces, the report draws them."""
+    from orchestrator.report.render import write_report
+    from orchestrator.report.sources import StudyData
+    from orchestrator.report.trace_figures import series_figure, trajectories
+
+    rng = np.random.default_rng(0)
+    records = []
+    for r, order in enumerate(random_orders(T, 2, 0, True)):
+        rec = make_record("gated", "gated-eeee5555", {}, order, r, 0, rng.uniform(60, 80, T))
+        rec.series = {"gate_mean": [0.1 * (p + 1) for p in range(T)],
+                      "rank": [[p, 2 * p] for p in range(T)]}
+        rec.trace = {"step": [0, 10, 20, 30], "task_start_step": [0, 20], "task_position": [0, 0, 1, 1],
+                     "w_norm/fc1": [1.0, 2.0, 3.0, 4.0], "w_norm/fc2": [2.0, 2.0, None, 1.0]}
+        records.append(rec)
+    report = write_report(StudyData("gen", records, None, "test records"), tmp_path / "gen", n_resamples=20)
+    assert {"trainability", "series_gate_mean_gated", "series_rank_gated", "w_norm_trajectories_gated"} <= \
+        set(report.figures)
+    text = report.path.read_text()
+    assert "](figures/series_rank_gated.png)" in text and "](figures/w_norm_trajectories_gated.png)" in text
+
+    (result,) = analyse(records, n_resamples=20)
+    lines = {ln.get_label(): ln for ln in series_figure(result, "rank").axes[0].get_lines()}
+    assert set(lines) == {"0", "1"} and list(lines["1"].get_ydata()) == [0, 2, 4, 6, 8]
+    ax = trajectories(result, "w_norm").axes[0]
+    lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
+    assert set(lines) == {"fc1", "fc2"} and list(lines["fc2"].get_xdata()) == [0, 10, 30]
+    assert [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":"] == [20]

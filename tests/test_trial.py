@@ -96,3 +96,24 @@ def test_checkpoint_files_round_trip(digits, tmp_path):
     state = load_state(tmp_path / "c")
     assert state.tasks_done == 2 and len(state.rows) == 2
     assert run_trial(spec((1, 2, 0, 3, 4)), digits, resume=state)["matrix"] == whole["matrix"]
+
+
+def test_a_methods_task_series_lands_in_the_record_per_task_position(digits, monkeypatch):
+    """The optional ``task_series()`` hook: called after every task, kept per position (scalars and vectors)."""
+    from orchestrator.results.records import ClassificationRecord, record_from_json
+
+    target = methods.METHODS.get("finetune").target
+    calls = []
+
+    def task_series(self):
+        calls.append(1)
+        return {"capacity": 0.5 * len(calls), "per_layer": [len(calls), 2 * len(calls)]}
+
+    monkeypatch.setattr(target, "task_series", task_series, raising=False)
+    rows = []
+    rec = record_from_json(run_trial(spec((2, 0, 1, 3, 4)), digits, report=rows.append))
+    assert isinstance(rec, ClassificationRecord) and rec.completed
+    assert rec.series == {"capacity": [0.5, 1.0, 1.5, 2.0, 2.5],
+                          "per_layer": [[1.0, 2.0], [2.0, 4.0], [3.0, 6.0], [4.0, 8.0], [5.0, 10.0]]}
+    assert rows[0]["series"] == {"capacity": 0.5, "per_layer": [1.0, 2.0]}  # the driver sees it row by row
+    assert ("series/per_layer/1", 10.0, 4) in rec.mlflow_metrics()

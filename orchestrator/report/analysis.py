@@ -17,7 +17,7 @@ from orchestrator.report import bootstrap
 from orchestrator.study.schema import Config
 from orchestrator.report.position import position_effect
 from orchestrator.results.summary import config_entry
-from orchestrator.results.records import matrix_array
+from orchestrator.results.records import TrialRecord, as_records
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ConfigResult:
     config: Config
     name: str                              # unique and short: the label, or "label #k" within a search
     entry: dict[str, Any]                  # summary.config_entry: R, ACC/BWT/... mean and std, AOPD, MOPD
-    records: list[dict[str, Any]]          # every trial of the config, failed ones included
+    records: list[TrialRecord]             # every trial of the config, failed ones included
     matrices: list[np.ndarray]             # completed trials only, aligned with ``orders``
     orders: list[tuple[int, ...]]
     acc_ci: tuple[float, float]
@@ -42,30 +42,30 @@ class ConfigResult:
         return bootstrap.order_finals(self.matrices, self.orders)
 
 
-def configs_from_records(records: list[dict[str, Any]], summary: dict[str, Any] | None = None) -> list[Config]:
+def configs_from_records(records: list[TrialRecord], summary: dict[str, Any] | None = None) -> list[Config]:
     """The configs the records belong to, in the study's order when a summary gives it.
 
     ``searched`` (the parameters a search varied) comes from the summary; without
     one it is the parameters that differ between configs of the same label.
     """
-    first: dict[str, dict[str, Any]] = {}
+    first: dict[str, TrialRecord] = {}
     for r in records:
-        first.setdefault(r["config_id"], r)
+        first.setdefault(r.config_id, r)
     known = {e["config_id"]: e for e in (summary or {}).get("configs", [])}
     ids = [cid for cid in known if cid in first]
-    ids += sorted((cid for cid in first if cid not in known), key=lambda c: (first[c]["label"], c))
+    ids += sorted((cid for cid in first if cid not in known), key=lambda c: (first[c].label, c))
     by_label: dict[str, list[dict[str, Any]]] = {}
     for cid in ids:
-        by_label.setdefault(first[cid]["label"], []).append(first[cid]["params"])
+        by_label.setdefault(first[cid].label, []).append(first[cid].params)
     configs = []
     for cid in ids:
         r = first[cid]
         if cid in known:
             searched = dict(known[cid].get("searched") or {})
         else:
-            siblings = by_label[r["label"]]
-            searched = {k: v for k, v in r["params"].items() if any(p.get(k) != v for p in siblings)}
-        configs.append(Config(cid, r["label"], r["method"], r["params"], searched))
+            siblings = by_label[r.label]
+            searched = {k: v for k, v in r.params.items() if any(p.get(k) != v for p in siblings)}
+        configs.append(Config(cid, r.label, r.method, r.params, searched))
     return configs
 
 
@@ -82,18 +82,19 @@ def display_names(configs: list[Config]) -> list[str]:
     return names
 
 
-def analyse(records: list[dict[str, Any]], summary: dict[str, Any] | None = None,
+def analyse(records: list[TrialRecord | dict[str, Any]], summary: dict[str, Any] | None = None,
             n_resamples: int = bootstrap.DEFAULT_RESAMPLES, confidence: float = bootstrap.DEFAULT_CONFIDENCE,
             seed: int = bootstrap.DEFAULT_SEED) -> list[ConfigResult]:
     """One ConfigResult per config, in the study's order."""
+    records = as_records(records)
     configs = configs_from_records(records, summary)
     kw = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
     out = []
     for config, name in zip(configs, display_names(configs)):
-        mine = [r for r in records if r["config_id"] == config.config_id]
-        done = [r for r in mine if r["status"] == "completed"]
-        matrices = [matrix_array(r) for r in done]
-        orders = [tuple(r["order"]) for r in done]
+        mine = [r for r in records if r.config_id == config.config_id]
+        done = [r for r in mine if r.completed]
+        matrices = [r.matrix() for r in done]
+        orders = [r.order for r in done]
         nan = (float("nan"), float("nan"))
         out.append(ConfigResult(
             config=config, name=name, entry=config_entry(config, mine), records=mine,

@@ -17,7 +17,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from orchestrator.report.analysis import ConfigResult
-from orchestrator.results.records import matrix_array
+from orchestrator.results.records import TrialRecord
+from orchestrator.results.stats import acc
 
 
 def config_colors(results: list[ConfigResult]) -> dict[str, Any]:
@@ -193,11 +194,9 @@ def position_effect(results: list[ConfigResult]) -> Figure:
     return fig
 
 
-def trial_acc(record: dict[str, Any]) -> float:
+def trial_acc(record: TrialRecord) -> float:
     """The search objective of one completed trial: its ACC."""
-    from orchestrator.results.stats import acc
-
-    return acc(matrix_array(record))
+    return acc(record.matrix())
 
 
 def search_progress(results: list[ConfigResult]) -> Figure:
@@ -207,8 +206,8 @@ def search_progress(results: list[ConfigResult]) -> Figure:
     shown relative to the first trial to end.
     """
     colors = config_colors(results)
-    trials = [(rec["ended_at"], trial_acc(rec), r.name) for r in results for rec in r.records
-              if rec["status"] == "completed" and rec.get("ended_at") is not None]
+    trials = [(rec.ended_at, trial_acc(rec), r.name) for r in results for rec in r.records
+              if rec.completed and rec.ended_at is not None]
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
     if trials:

@@ -24,7 +24,7 @@ from orchestrator.report.analysis import ConfigResult, analyse, searches
 from orchestrator.report.position import verdict
 from orchestrator.results.store import study_dir as results_study_dir
 from orchestrator.report.sources import StudyData, find_study_run, from_results, load_study
-from orchestrator.results.summary import is_stream
+from orchestrator.results.records import TrialRecord
 
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
@@ -136,17 +136,17 @@ def _configs_section(results: list[ConfigResult]) -> list[str]:
 
 
 def _failures(data: StudyData) -> list[str]:
-    failed = [r for r in data.records if r["status"] != "completed"]
+    failed = [r for r in data.records if not r.completed]
     if not failed:
         return []
-    stopped = sum(r["status"] == "stopped" for r in failed)
+    stopped = sum(r.status == "stopped" for r in failed)
     what = f"{len(failed) - stopped} failed" + (f" and {stopped} were stopped early (scheduler or time budget)"
                                                if stopped else "")
     lines = ["## Failed and stopped trials" if stopped else "## Failed trials", "",
              f"Of {len(data.records)} trials {what}; their configs' numbers use the completed trials only.", ""]
     for r in failed[:20]:
-        error = (r.get("error") or "").strip().splitlines()
-        lines.append(f"- `{r['trial_id']}`: {error[-1] if error else 'no error recorded'}")
+        error = (r.error or "").strip().splitlines()
+        lines.append(f"- `{r.trial_id}`: {error[-1] if error else 'no error recorded'}")
     if len(failed) > 20:
         lines.append(f"- ... and {len(failed) - 20} more (see the trial records)")
     return lines + [""]
@@ -157,17 +157,17 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
     """report.md's text. ``figure_files``: figure name -> path relative to report.md."""
     summary = data.summary or {}
     records = data.records
-    T = records[0]["num_tasks"]
-    orders = {tuple(r["order"]) for r in records}
-    seeds = sorted({r["seed"] for r in records})
-    failed = sum(r["status"] == "failed" for r in records)
-    stopped = sum(r["status"] == "stopped" for r in records)
+    T = records[0].num_tasks
+    orders = {r.order for r in records}
+    seeds = sorted({r.seed for r in records})
+    failed = sum(r.status == "failed" for r in records)
+    stopped = sum(r.status == "stopped" for r in records)
     bench = summary.get("benchmark", {}).get("name", "–")
     pct = f"{confidence * 100:g}%"
     lines = [
         f"# Study report: {data.name}", "",
         f"- source: {data.source}",
-        f"- benchmark: {bench}, {T} tasks, setting {records[0].get('setting', '–')}",
+        f"- benchmark: {bench}, {T} tasks, setting {records[0].setting or '–'}",
         f"- {len(orders)} distinct orders × {len(seeds)} seed(s) {seeds} × {len(results)} configs = "
         f"{len(records)} trials, {failed} failed" + (f", {stopped} stopped early" if stopped else ""),
         f"- generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
@@ -244,9 +244,9 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
 def write_report(data: StudyData, out_dir: Path, n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
                  confidence: float = bootstrap.DEFAULT_CONFIDENCE, seed: int = bootstrap.DEFAULT_SEED) -> Report:
     """Write ``out_dir``/report.md and ``out_dir``/figures/*.png from ``data``; return what was written."""
-    streams = [r for r in data.records if is_stream(r)]
+    streams = [r for r in data.records if not r.ordered]
     if streams:  # regression streams have no task orders: nothing here applies to them
-        data = StudyData(data.name, [r for r in data.records if not is_stream(r)], data.summary, data.source,
+        data = StudyData(data.name, [r for r in data.records if r.ordered], data.summary, data.source,
                          data.study_run_id, data.notes + [f"{len(streams)} regression-stream trials left out "
                                                           "(no task orders; their numbers are in summary.json)"])
     if not data.records:
@@ -265,7 +265,7 @@ def write_report(data: StudyData, out_dir: Path, n_resamples: int = bootstrap.DE
             continue
         figures.FIGURES[name](results).savefig(path, dpi=110)
         written[name] = path
-    traced, traced_text = trace_figures.write(results, fig_dir)  # lr-scheduler studies only (lot)
+    traced, traced_text = trace_figures.write(results, fig_dir)  # records with a trace or per-task series
     text = render(data, results, {n: f"{FIGURES_DIR}/{p.name}" for n, p in written.items()},
                   n_resamples, confidence, seed) + traced_text
     written.update(traced)
@@ -280,7 +280,7 @@ def _write_text(path: Path, text: str) -> Path:
     return path
 
 
-def _write_stream_report(data: StudyData, records: list[dict[str, Any]], out_dir: Path) -> Report:
+def _write_stream_report(data: StudyData, records: list[TrialRecord], out_dir: Path) -> Report:
     """A regression-stream study: no task orders, so no order statistics; the squared-error
     table, each method's best config, and what the best configs' step-sizes learned."""
     from orchestrator.report.stream_figures import step_size_figure

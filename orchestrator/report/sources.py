@@ -1,7 +1,7 @@
 """Where a report's data comes from: results/<study>/ on disk, or the MLflow store alone.
 
-Both give the same thing, a ``StudyData``: the trial records (the JSON each
-trial wrote, with its accuracy matrix) and the study's summary.json when there
+Both give the same thing, a ``StudyData``: the typed trial records
+(orchestrator.results.records, rebuilt from the JSON each trial wrote) and the study's summary.json when there
 is one (for the benchmark name and the configs' order). Every number of the
 report is recomputed from the records, so a study interrupted before its
 summary still gets a report. A study run on a cluster with an MLflow server
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.results.records import TrialRecord, as_records, record_from_json
 from orchestrator.results.store import read_trials
 
 
@@ -31,11 +32,14 @@ class StudyNotFound(LookupError):
 @dataclass
 class StudyData:
     name: str
-    records: list[dict[str, Any]]
+    records: list[TrialRecord]       # typed; JSON dicts given here are rebuilt (record_from_json)
     summary: dict[str, Any] | None
     source: str                      # a sentence for the report: where the data came from
     study_run_id: str | None = None  # the MLflow study run, when known
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.records = as_records(self.records)
 
 
 def from_results(study_dir: Path, name: str) -> StudyData | None:
@@ -45,7 +49,8 @@ def from_results(study_dir: Path, name: str) -> StudyData | None:
         return None
     records = read_trials(study_dir)
     for rec, path in zip(records, files):
-        rec.setdefault("ended_at", path.stat().st_mtime)
+        if rec.ended_at is None:
+            rec.ended_at = path.stat().st_mtime
     summary_path = study_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
     notes = []
@@ -58,15 +63,15 @@ def from_results(study_dir: Path, name: str) -> StudyData | None:
     return StudyData(name, records, summary, f"results directory `{study_dir}`", notes=notes)
 
 
-def _in_summary(record: dict[str, Any], summary: dict[str, Any]) -> bool:
+def _in_summary(record: TrialRecord, summary: dict[str, Any]) -> bool:
     """Whether a trial file belongs to the run summary.json describes (an earlier run may have left others)."""
     configs = {e["config_id"] for e in summary.get("configs", [])}
     orders = summary.get("orders")
     if orders:
         orders = orders + (summary.get("final_orders") or [])  # the best configs' fresh-order re-runs
     seeds = summary.get("seeds")
-    return (record["config_id"] in configs and (not orders or list(record.get("order") or []) in orders)
-            and (seeds is None or record["seed"] in seeds))
+    return (record.config_id in configs and (not orders or list(record.order) in orders)
+            and (seeds is None or record.seed in seeds))
 
 
 def _client(uri: str):
@@ -117,17 +122,18 @@ def from_mlflow(uri: str, name: str, experiment: str | None = None) -> StudyData
     with tempfile.TemporaryDirectory(prefix="clorch-report-") as tmp:
         for config_run in _children(client, study_run):
             for trial_run in _children(client, config_run):
-                rec = _load_json(client, trial_run.info.run_id, "trial.json", Path(tmp))
-                if rec is None:
+                found = _load_json(client, trial_run.info.run_id, "trial.json", Path(tmp))
+                if found is None:
                     notes.append(f"trial run {trial_run.info.run_id} has no trial.json; left out")
                     continue
-                if trial_run.info.end_time:
-                    rec.setdefault("ended_at", trial_run.info.end_time / 1000)
+                rec = record_from_json(found)
+                if rec.ended_at is None and trial_run.info.end_time:
+                    rec.ended_at = trial_run.info.end_time / 1000
                 records.append(rec)
         summary = _load_json(client, study_run.info.run_id, "summary.json", Path(tmp))
     if not records:
         return None
-    records.sort(key=lambda r: r["trial_id"])
+    records.sort(key=lambda r: r.trial_id)
     source = (f"MLflow `{uri}`, experiment {study_run.info.experiment_id}, "
               f"study run `{study_run.info.run_id}`")
     return StudyData(name, records, summary, source, study_run.info.run_id, notes)

@@ -19,37 +19,21 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
-
-from orchestrator.results import stats
+from orchestrator.results.records import TrialRecord, as_records, completed
 from orchestrator.study.schema import ObjectiveSpec
-from orchestrator.results.records import matrix_array
 
 
-def objective_value(spec: ObjectiveSpec, records: Sequence[dict[str, Any]]) -> float:
-    """Score of one config from its completed trial records; NaN when there is nothing to score."""
-    done = [r for r in records if r["status"] == "completed"]
+def objective_value(spec: ObjectiveSpec, records: Sequence[TrialRecord | dict[str, Any]]) -> float:
+    """Score of one config from its completed trial records; NaN when there is nothing to score.
+
+    The records' own type computes it (``TrialRecord.objective``): for
+    classification the study's objective over the accuracy matrices
+    (orchestrator.results.stats.order_objective), for a stream -MSE.
+    """
+    done = completed(as_records(records))
     if not done:
         return float("nan")
-    if done[0].get("kind") == "regression_stream":
-        return -float(np.mean([r["mse"] for r in done]))
-    matrices = [matrix_array(r) for r in done]
-    orders = [r["order"] for r in done]
-    accs = np.array([stats.acc(m) for m in matrices])
-    if spec.kind == "mean_acc":
-        return float(np.nanmean(accs))
-    if spec.kind == "worst_acc":
-        per_order: dict[tuple[int, ...], list[float]] = {}
-        for order, a in zip(orders, accs):
-            per_order.setdefault(tuple(order), []).append(a)
-        return float(min(np.nanmean(v) for v in per_order.values()))
-    if spec.kind == "task_acc":
-        return float(np.nanmean([stats.task_acc(m, o) for m, o in zip(matrices, orders)]))
-    if spec.kind == "mean_minus_std":
-        std = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
-        return float(np.nanmean(accs)) - spec.k * std
-    aopd = stats.config_stats(matrices, orders)["aopd"]
-    return float(np.nanmean(accs)) - spec.c * (0.0 if aopd != aopd else aopd)
+    return type(done[0]).objective(spec, done)
 
 
 def describe(spec: ObjectiveSpec) -> str:

@@ -120,3 +120,25 @@ def config_stats(matrices: Sequence[np.ndarray], orders: Sequence[Order]) -> dic
         out["mopd"] = float(np.nanmax(opd_j)) if np.any(~np.isnan(opd_j)) else float("nan")
     out["opd_per_task"] = [float(v) for v in opd_j]
     return out
+
+
+def order_objective(matrices: Sequence[np.ndarray], orders: Sequence[Order], kind: str = "mean_acc",
+                    k: float = 1.0, c: float = 1.0) -> float:
+    """A config's search objective from its trials' matrices (orchestrator.results.objective names the kinds)."""
+    accs = np.array([acc(A) for A in matrices])
+    if kind == "mean_acc":
+        return _nanmean(accs)
+    if kind == "worst_acc":
+        per_order: dict[tuple[int, ...], list[float]] = {}
+        for order, a in zip(orders, accs):
+            per_order.setdefault(tuple(order), []).append(a)
+        return float(min(_nanmean(v) for v in per_order.values()))
+    if kind == "task_acc":
+        return _nanmean([task_acc(A, o) for A, o in zip(matrices, orders)])
+    if kind == "mean_minus_std":
+        std = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
+        return _nanmean(accs) - k * std
+    if kind == "acc_minus_aopd":
+        aopd = config_stats(matrices, orders)["aopd"]
+        return _nanmean(accs) - c * (0.0 if aopd != aopd else aopd)
+    raise ValueError(f"unknown objective kind {kind!r}")

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from orchestrator.results.records import TrialRecord, record_from_json
+
 
 def study_dir(output_dir: str | Path, study_name: str) -> Path:
     return Path(output_dir).resolve() / study_name
@@ -34,11 +36,12 @@ def clean(data: Any) -> Any:
     return data
 
 
-def write_trial(directory: Path, record: dict[str, Any]) -> Path:
-    path = directory / "trials" / f"{record['trial_id']}.json"
-    write_json(path, record)
+def write_trial(directory: Path, record: TrialRecord) -> Path:
+    path = directory / "trials" / f"{record.trial_id}.json"
+    write_json(path, record.to_json())
     return path
 
 
-def read_trials(directory: Path) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted((directory / "trials").glob("*.json"))]
+def read_trials(directory: Path) -> list[TrialRecord]:
+    """The typed records of results/<study>/trials/*.json (version 1 or 2), by file name."""
+    return [record_from_json(json.loads(p.read_text())) for p in sorted((directory / "trials").glob("*.json"))]

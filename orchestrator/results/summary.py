@@ -1,70 +1,45 @@
 """Trial records -> per-config robustness summary, and the table printed at the end."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
-import numpy as np
-
-from orchestrator.results import stats
-from orchestrator.study.schema import Config
 from orchestrator.results.objective import objective_value
-from orchestrator.study.schema import ObjectiveSpec
-from orchestrator.results.records import matrix_array
+from orchestrator.results.records import TrialRecord, as_record, as_records, completed, record_type
+from orchestrator.study.schema import Config, ObjectiveSpec
 
 STAT_KEYS = ("acc", "bwt", "forgetting", "task_acc")
 
 
-def is_stream(record: dict[str, Any]) -> bool:
-    return record.get("kind") == "regression_stream"
+def trial_stats(record: TrialRecord | dict[str, Any]) -> dict[str, float] | None:
+    """The per-trial statistics of a record (or of its JSON); None unless it completed."""
+    return as_record(record).stats()
 
 
-def trial_stats(record: dict[str, Any]) -> dict[str, float] | None:
-    if record["status"] != "completed":
-        return None
-    if is_stream(record):
-        return {"mse": record["mse"]}
-    return stats.trial_stats(matrix_array(record), record["order"])
-
-
-def stream_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """A stream config over its seeds: mean squared error (all steps), and per time window."""
-    mse = np.array([r["mse"] for r in records])
-    windows = np.array([r["window_mse"] for r in records])
-    return {"kind": "regression_stream", "seeds": len(records), "mse_mean": float(mse.mean()),
-            "mse_std": float(mse.std(ddof=1)) if len(mse) > 1 else float("nan"),
-            "window": records[0]["window"], "window_mse_mean": [float(v) for v in windows.mean(axis=0)]}
-
-
-def config_entry(config: Config, records: list[dict[str, Any]], objective: ObjectiveSpec | None = None,
-                 kind: str | None = None) -> dict[str, Any]:
+def config_entry(config: Config, records: Sequence[TrialRecord | dict[str, Any]],
+                 objective: ObjectiveSpec | None = None, kind: str | None = None) -> dict[str, Any]:
     """One config's row of the summary; ``kind`` (the benchmark's) shapes the row of a config with no record."""
-    done = [r for r in records if r["status"] == "completed"]
+    records = as_records(records)
+    done = completed(records)
     entry: dict[str, Any] = {
         "config_id": config.config_id, "label": config.label, "method": config.method,
         "params": config.params, "searched": config.searched,
-        "trials": len(records), "trials_failed": sum(r["status"] == "failed" for r in records),
-        "trials_stopped": sum(r["status"] == "stopped" for r in records),
+        "trials": len(records), "trials_failed": sum(r.status == "failed" for r in records),
+        "trials_stopped": sum(r.status == "stopped" for r in records),
         "objective": objective_value(objective or ObjectiveSpec(), records),
     }
-    if done and is_stream(done[0]):
-        entry.update(stream_stats(done))
-    elif done:
-        entry.update(stats.config_stats([matrix_array(r) for r in done], [r["order"] for r in done]))
-    elif any(is_stream(r) for r in records) or kind == "regression_stream":
-        entry.update({"kind": "regression_stream", "seeds": 0, "mse_mean": None, "mse_std": None})
-    else:
-        entry.update({"R": 0, **{f"{k}_{s}": None for k in STAT_KEYS for s in ("mean", "std")},
-                      "aopd": None, "mopd": None, "opd_per_task": None})
+    kind_of = type(records[0]) if records else record_type(kind)
+    entry.update(kind_of.config_stats(done) if done else kind_of.empty_config_stats())
     entry["trials"] = len(records)  # config_stats counts completed ones only
     return entry
 
 
 def build_summary(study_name: str, meta: dict[str, Any], configs: list[Config],
-                  records: list[dict[str, Any]], objective: ObjectiveSpec | None = None,
+                  records: Sequence[TrialRecord | dict[str, Any]], objective: ObjectiveSpec | None = None,
                   fresh_suffix: str = "@fresh") -> dict[str, Any]:
-    by_config: dict[str, list[dict[str, Any]]] = {c.config_id: [] for c in configs}
+    records = as_records(records)
+    by_config: dict[str, list[TrialRecord]] = {c.config_id: [] for c in configs}
     for r in records:
-        by_config.setdefault(r["config_id"], []).append(r)
+        by_config.setdefault(r.config_id, []).append(r)
     entries = [config_entry(c, by_config[c.config_id], objective, meta.get("kind")) for c in configs]
     return {"study": study_name, **meta, "trials_total": len(records),
             "trials_failed": sum(e["trials_failed"] for e in entries),

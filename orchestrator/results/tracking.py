@@ -14,8 +14,9 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
-from orchestrator.study.schema import Config
+from orchestrator.results.records import TrialRecord
 from orchestrator.results.store import clean
+from orchestrator.study.schema import Config
 
 _MAX_PARAM = 6000
 
@@ -94,34 +95,27 @@ class StudyTracker:
     def _run(self, name: str, tags: dict[str, str]) -> str:
         return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
 
-    def log_trial(self, record: dict[str, Any], stats: dict[str, float] | None, config: Config | None = None) -> str:
+    def log_trial(self, record: TrialRecord, config: Config | None = None) -> str:
         """One run per trial id: a trial rerun after a failure replaces its earlier (failed) run."""
         if config is not None:
             self.ensure_config(config)
-        earlier = self.trial_runs.pop(record["trial_id"], None)
+        earlier = self.trial_runs.pop(record.trial_id, None)
         if earlier is not None:
             self.client.delete_run(earlier[0])
-        run = self._run(record["trial_id"], {
-            "clorch.study": self.study_name, "clorch.level": "trial", "clorch.trial_id": record["trial_id"],
-            "clorch.config_id": record["config_id"], "mlflow.parentRunId": self.config_runs[record["config_id"]]})
-        params = {"method": record["method"], "order": record["order"], "order_index": record["order_index"],
-                  "seed": record["seed"], "setting": record["setting"], **record["params"]}
-        metrics: list[Metric] = _metrics(stats or {})
-        for window, value in enumerate(record.get("window_mse") or []):  # regression streams
-            metrics += _metrics({"window_mse": value}, step=window)
-        for position, row in enumerate((record["matrix"] or [])[:record["tasks_done"]]):
-            metrics += _metrics({f"acc_task_{j}": v for j, v in enumerate(row) if v is not None}, step=position)
-        for t in record["timings"]:
-            metrics += _metrics({"train_s": t["train_s"], "eval_s": t["eval_s"]}, step=t["position"])
-        for position, info in enumerate(record.get("task_info") or []):  # what the method reported per task
-            metrics += _metrics(info, step=position)
+        run = self._run(record.trial_id, {
+            "clorch.study": self.study_name, "clorch.level": "trial", "clorch.trial_id": record.trial_id,
+            "clorch.config_id": record.config_id, "mlflow.parentRunId": self.config_runs[record.config_id]})
+        params = {"method": record.method, "order": list(record.order), "order_index": record.order_index,
+                  "seed": record.seed, "setting": record.setting, **record.params}
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, value, now, step) for name, value, step in record.mlflow_metrics()]
         self.client.log_batch(run, metrics=metrics, params=_params(params),
-                              tags=[RunTag("clorch.status", record["status"])])
-        self.client.log_dict(run, clean(record), "trial.json")
-        if record.get("error"):
-            self.client.set_tag(run, "clorch.error", record["error"][:5000])
-        self.client.set_terminated(run, {"completed": "FINISHED", "stopped": "KILLED"}.get(record["status"], "FAILED"))
-        self.trial_runs[record["trial_id"]] = (run, record["status"])
+                              tags=[RunTag("clorch.status", record.status)])
+        self.client.log_dict(run, clean(record.to_json()), "trial.json")
+        if record.error:
+            self.client.set_tag(run, "clorch.error", record.error[:5000])
+        self.client.set_terminated(run, {"completed": "FINISHED", "stopped": "KILLED"}.get(record.status, "FAILED"))
+        self.trial_runs[record.trial_id] = (run, record.status)
         return run
 
     def log_config(self, config_id: str, entry: dict[str, Any]) -> None:

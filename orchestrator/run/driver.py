@@ -29,6 +29,7 @@ from orchestrator.cluster.connect import connect
 from orchestrator.study.schema import Config, TrialSpec
 from orchestrator.study.expand import expand_configs, is_adaptive, make_config, setting_of, split_params, trials_for
 from orchestrator.results.objective import describe, objective_value
+from orchestrator.results.records import TrialRecord
 from orchestrator.run.callbacks import tune_callback
 from orchestrator.run.recorder import StudyRecorder
 from orchestrator.run.trainable import trainable
@@ -151,7 +152,7 @@ class TuneRuns:
 
         def known(searched: dict[str, Any]) -> float | None:
             recs = self.recorder.records_of(make_config(study, method_index, searched).config_id)
-            if len(recs) < members or any(r["status"] != "completed" for r in recs):
+            if len(recs) < members or any(not r.completed for r in recs):
                 return None
             value = objective_value(study.search.objective, recs)
             return value if value == value else None
@@ -162,10 +163,10 @@ class TuneRuns:
 
     def _finished_configs(self, label: str, spaces: dict[str, Any], members: int) -> list[tuple[dict, float]]:
         """Configs of this entry that finished on every order in an earlier run: Optuna's warm start."""
-        by_config: dict[str, list[dict[str, Any]]] = {}
+        by_config: dict[str, list[TrialRecord]] = {}
         for rec in self.recorder.previous.values():
-            if rec["label"] == label:  # the fresh re-runs carry the label + FRESH
-                by_config.setdefault(rec["config_id"], []).append(rec)
+            if rec.label == label:  # the fresh re-runs carry the label + FRESH
+                by_config.setdefault(rec.config_id, []).append(rec)
         out = []
         for recs in by_config.values():
             if len(recs) == members:
@@ -175,10 +176,10 @@ class TuneRuns:
         return out
 
 
-def _previous_records(out: Path, resume: bool) -> dict[str, dict[str, Any]]:
+def _previous_records(out: Path, resume: bool) -> dict[str, TrialRecord]:
     """--resume: the trial records already written. A fresh run starts over: old records are removed."""
     if resume:
-        return {r["trial_id"]: r for r in read_trials(out)}
+        return {r.trial_id: r for r in read_trials(out)}
     trials_dir = out / "trials"
     if trials_dir.is_dir() and any(trials_dir.glob("*.json")):
         n = len(list(trials_dir.glob("*.json")))
@@ -280,19 +281,19 @@ def worker_environment(study: Study, address: str | None) -> dict[str, Any]:
     return {"py_modules": modules}
 
 
-def _searched_value(rec: dict[str, Any], path: str) -> Any:
+def _searched_value(rec: TrialRecord, path: str) -> Any:
     """A searched value of an earlier trial: from its record (``searched``), else read off its params."""
-    if path in rec.get("searched", {}):
-        return rec["searched"][path]
-    return value_at(rec["params"], path, _NONE)
+    if path in rec.searched:
+        return rec.searched[path]
+    return value_at(rec.params, path, _NONE)
 
 
-def _config_of_record(study: Study, rec: dict[str, Any]) -> Config:
+def _config_of_record(study: Study, rec: TrialRecord) -> Config:
     """The Config of an earlier run's trial record, its searched values read off its params."""
-    label = rec["label"].removesuffix(FRESH)
+    label = rec.label.removesuffix(FRESH)
     entry = next((m for m in study.methods if m.display == label), None)
     spaces = split_params(entry.params)[1] if entry is not None else {}
-    return Config(rec["config_id"], rec["label"], rec["method"], rec["params"],
+    return Config(rec.config_id, rec.label, rec.method, rec.params,
                   {k: _searched_value(rec, k) for k in spaces if _searched_value(rec, k) is not _NONE})
 
 

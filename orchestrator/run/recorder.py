@@ -12,12 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator.study.schema import Config, TrialSpec
+from orchestrator.results.records import TrialRecord, record_from_json, record_type
 from orchestrator.results.store import write_trial
-from orchestrator.results.summary import trial_stats
-from orchestrator.results.records import record
+from orchestrator.study.schema import Config, TrialSpec
 
-_ROW_KEYS = ("position", "task_id", "row", "acc_seen", "train_s", "eval_s")
+_ROW_KEYS = ("position", "task_id", "row", "acc_seen", "train_s", "eval_s", "series")
 
 
 def _keep(row: dict[str, Any]) -> dict[str, Any]:
@@ -29,13 +28,14 @@ def _fmt(seconds: float) -> str:
 
 
 class StudyRecorder:
-    def __init__(self, out: Path, tracker, num_tasks: int, kind: str, previous: dict[str, dict[str, Any]]):
-        self.out, self.tracker, self.num_tasks, self.kind = out, tracker, num_tasks, kind
+    def __init__(self, out: Path, tracker, num_tasks: int, kind: str, previous: dict[str, TrialRecord]):
+        self.out, self.tracker, self.num_tasks = out, tracker, num_tasks
+        self.record_type = record_type(kind)  # builds the records of trials that ended without their own
         self.configs: dict[str, Config] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
-        self.final: dict[str, dict[str, Any]] = {}
-        self.records: dict[str, dict[str, Any]] = {}   # this run's and earlier runs' finished trials
-        self.previous = {tid: r for tid, r in previous.items() if r["status"] == "completed"}
+        self.final: dict[str, TrialRecord] = {}
+        self.records: dict[str, TrialRecord] = {}   # this run's and earlier runs' finished trials
+        self.previous = {tid: r for tid, r in previous.items() if r.completed}
         self.records.update(self.previous)
         self.expected = len(self.records)
         self.started = time.monotonic()
@@ -45,9 +45,9 @@ class StudyRecorder:
     def add_config(self, config: Config) -> None:
         self.configs.setdefault(config.config_id, config)
 
-    def records_of(self, config_id: str) -> list[dict[str, Any]]:
+    def records_of(self, config_id: str) -> list[TrialRecord]:
         """The finished trials of one config (this run's and kept earlier ones), by trial id."""
-        return [self.records[t] for t in sorted(self.records) if self.records[t]["config_id"] == config_id]
+        return [self.records[t] for t in sorted(self.records) if self.records[t].config_id == config_id]
 
     def expect(self, n: int) -> None:
         """``n`` more trials are about to be scheduled (for the progress line)."""
@@ -59,8 +59,8 @@ class StudyRecorder:
             self.rows[tid] = [_keep(r) for r in result["rows_before"]]
         if "position" in result:
             self.rows.setdefault(tid, []).append(_keep(result))
-        if "record" in result:
-            self.final[tid] = result["record"]
+        if "record" in result:  # the trial's own record, as JSON across the Tune boundary
+            self.final[tid] = record_from_json(result["record"])
 
     def on_end(self, spec: dict[str, Any], error: str | None) -> None:
         tid = spec["trial_id"]
@@ -70,26 +70,24 @@ class StudyRecorder:
         if error is None and tid in self.final:
             rec = self.final[tid]
         elif error is None:  # ended cleanly without its last task: the scheduler or the budget stopped it
-            rec = record(TrialSpec.from_dict(spec), rows, self.num_tasks, status="stopped",
-                         error=f"{self.stop_reason} after {len(rows)} of {self.num_tasks} tasks")
-            rec["kind"] = self.kind
+            rec = self.record_type.from_rows(TrialSpec.from_dict(spec), rows, self.num_tasks, status="stopped",
+                                             error=f"{self.stop_reason} after {len(rows)} of {self.num_tasks} tasks")
         else:
-            rec = record(TrialSpec.from_dict(spec), rows, self.num_tasks, status="failed", error=error)
-            rec["kind"] = self.kind
+            rec = self.record_type.from_rows(TrialSpec.from_dict(spec), rows, self.num_tasks, status="failed",
+                                             error=error)
         self._store(rec)
 
     def not_run(self, spec: TrialSpec, why: str) -> None:
         """A trial Tune never started (time budget spent, or the run was cut short)."""
         if spec.trial_id not in self.records:
-            rec = record(spec, [], self.num_tasks, status="stopped" if "budget" in why else "failed", error=why)
-            rec["kind"] = self.kind
-            self._store(rec)
+            self._store(self.record_type.from_rows(spec, [], self.num_tasks,
+                                                   status="stopped" if "budget" in why else "failed", error=why))
 
-    def _store(self, rec: dict[str, Any]) -> None:
-        rec["ended_at"] = time.time()  # when the driver saw it end: the report's search-over-time axis
+    def _store(self, rec: TrialRecord) -> None:
+        rec.ended_at = time.time()  # when the driver saw it end: the report's search-over-time axis
         write_trial(self.out, rec)
-        self.tracker.log_trial(rec, trial_stats(rec), self.configs.get(rec["config_id"]))
-        self.records[rec["trial_id"]] = rec
+        self.tracker.log_trial(rec, self.configs.get(rec.config_id))
+        self.records[rec.trial_id] = rec
         self.ran += 1
         self._progress(rec)
 
@@ -98,16 +96,16 @@ class StudyRecorder:
         n = 0
         for tid, rec in self.previous.items():
             if not self.tracker.has_finished_trial(tid):
-                self.tracker.log_trial(rec, trial_stats(rec), self.configs.get(rec["config_id"]))
+                self.tracker.log_trial(rec, self.configs.get(rec.config_id))
                 n += 1
         return n
 
-    def _progress(self, rec: dict[str, Any]) -> None:
+    def _progress(self, rec: TrialRecord) -> None:
         done, total = len(self.records), max(self.expected, len(self.records))
-        failed = sum(r["status"] == "failed" for r in self.records.values())
+        failed = sum(r.status == "failed" for r in self.records.values())
         elapsed = time.monotonic() - self.started
         eta = elapsed / max(1, self.ran) * (total - done)
-        note = f"  {rec['status'].upper()} {rec['trial_id']}: {rec['error'].splitlines()[-1]}" \
-            if rec["status"] != "completed" else ""
+        last = (rec.error or "").splitlines()[-1:] or [""]
+        note = f"  {rec.status.upper()} {rec.trial_id}: {last[0]}" if not rec.completed else ""
         print(f"[{done}/{total} trials{f', {failed} failed' if failed else ''}] elapsed {_fmt(elapsed)}, "
               f"ETA {_fmt(eta)}{note}", flush=True)

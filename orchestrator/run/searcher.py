@@ -20,15 +20,17 @@ from typing import Any, Callable
 
 from ray.tune.search import Searcher
 
+from orchestrator.results.records import TrialRecord, record_from_json
+
 Members = Callable[[dict[str, Any]], list[dict[str, Any]]]
-Score = Callable[[list[dict[str, Any]]], float]
+Score = Callable[[list[TrialRecord]], float]
 
 
 @dataclass
 class _Group:
     group_id: str
     size: int
-    records: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # trial id -> record or None
+    records: dict[str, TrialRecord | None] = field(default_factory=dict)  # trial id -> record or None
 
 
 class OrderAggregatingSearcher(Searcher):
@@ -85,8 +87,9 @@ class OrderAggregatingSearcher(Searcher):
         group = self._group_of.pop(trial_id, None)
         if group is None:
             return
-        record = (result or {}).get("record")
-        ok = not error and record is not None and record.get("status") == "completed"
+        record = (result or {}).get("record")  # the trial's record as JSON (it crossed the Tune boundary)
+        record = record_from_json(record) if record is not None else None
+        ok = not error and record is not None and record.completed
         group.records[trial_id] = record if ok else None
         if len(group.records) < group.size:
             return

@@ -6,7 +6,6 @@ task boundary (the row of the accuracy matrix just filled, and timings).
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable
 
@@ -18,7 +17,7 @@ from datasets.benchmark import Benchmark
 from methods import MethodContext, seed_everything
 from methods.loop import accuracy
 from orchestrator.run.checkpoint import TrialState, capture_rng, restore_rng
-from orchestrator.results.records import record, to_json_row
+from orchestrator.results.records import ClassificationRecord, StreamRecord, to_json_row
 from orchestrator.study.schema import TrialSpec
 
 Report = Callable[[dict[str, Any]], None]
@@ -31,11 +30,18 @@ def pick_device(gpu: float = 0.0) -> torch.device:
 def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = None,
               device: torch.device | None = None, resume: TrialState | None = None,
               checkpoints: bool = False) -> dict[str, Any]:
-    """Train ``spec.order`` in sequence; return the trial record (matrix aligned by task identity).
+    """Train ``spec.order`` in sequence; return the trial record's JSON (matrix aligned by task identity).
 
-    The record also travels with the last row's report (key ``record``), so
-    the driver stores exactly what the trial computed; the rows reported
-    before it let the driver keep the finished tasks of a trial that dies midway.
+    The record is built by orchestrator.results.records (``ClassificationRecord.from_rows``
+    from the rows below, ``StreamRecord.from_stream`` for a stream) and crosses every
+    boundary as ``to_json()``: it is what this returns (``record_from_json`` gives the
+    typed record back), and it travels with the last row's report (key ``record``), so
+    the driver stores exactly what the trial computed; the rows reported before it let
+    the driver keep the finished tasks of a trial that dies midway.
+
+    After each task a method's optional ``task_series()`` ({name: float or list of
+    floats}) is called; the row carries it as ``series``, the record as
+    ``series[name][position]``.
 
     ``checkpoints``: every reported row carries a ``checkpoint`` (a TrialState
     after that task) for the caller to store. ``resume``: such a state; the
@@ -82,12 +88,14 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
         for j in targets:
             matrix[position, j] = accuracy(lambda x, j=j: method.predict(x, j), test[j].x, test[j].y)
         evaluated = time.perf_counter()
+        series = _task_series(method)
         row = {
             "position": position, "tasks_learned": position + 1, "task_id": task_id,
             "row": to_json_row(matrix[position]),
             "acc_seen": float(np.nanmean(matrix[position, list(spec.order[:position + 1])])),
             "train_s": trained - started, "eval_s": evaluated - trained,
             **{f"info_{k}": float(v) for k, v in info.items()},
+            **({"series": series} if series else {}),
         }
         rows.append(row)
         if report is not None:
@@ -98,26 +106,37 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
                 out["checkpoint"] = TrialState(position + 1, [dict(r) for r in rows], method.state_dict(),
                                                capture_rng(), resumed_at)
             if position == T - 1:  # the record travels with the last row: a scheduler that stops
-                out["record"] = _final_record(spec, rows, T, resumed_at, method, begun)  # the trial loses nothing
+                out["record"] = _final_record(spec, rows, T, resumed_at, method, begun).to_json()  # nothing lost
             report(out)
     if report is not None and start < T:
         return out["record"]
-    rec = _final_record(spec, rows, T, resumed_at, method, begun)
+    rec = _final_record(spec, rows, T, resumed_at, method, begun).to_json()
     if report is not None:  # resumed from a checkpoint taken after the last task
         report({"record": rec, "tasks_learned": T, "acc_seen": rows[-1]["acc_seen"], "rows_before": rows})
     return rec
 
 
 def _final_record(spec: TrialSpec, rows: list[dict[str, Any]], T: int, resumed_at: list[int],
-                  method: Any, begun: float) -> dict[str, Any]:
-    rec = record(spec, rows, T, status="completed")
-    rec["started_at"] = begun  # unix seconds; with wall_s, what the orchestration-overhead bench needs
-    rec["wall_s"] = time.time() - begun  # this attempt: building the method, moving data, every task
-    trace = getattr(method, "trace", None)  # optional: an lr scheduler's per-layer series (lot), subsampled
-    if trace is not None and (series := trace()) is not None:
-        rec["trace"] = series
-    rec["resumed_at"] = resumed_at  # tasks done at each resume from a checkpoint (empty: ran in one go)
-    return rec
+                  method: Any, begun: float) -> ClassificationRecord:
+    trace = getattr(method, "trace", None)  # optional: a per-step series dict (methods/protocol.py), subsampled
+    return ClassificationRecord.from_rows(
+        spec, rows, T, status="completed",
+        started_at=begun,                   # unix seconds; with wall_s, what the orchestration-overhead bench needs
+        wall_s=time.time() - begun,         # this attempt: building the method, moving data, every task
+        resumed_at=resumed_at,              # tasks done at each resume from a checkpoint (empty: ran in one go)
+        trace=trace() if trace is not None else None)
+
+
+def _task_series(method: Any) -> dict[str, Any]:
+    """The method's optional per-task series after a task: {name: float or list of floats}, JSON-ready."""
+    hook = getattr(method, "task_series", None)
+    if hook is None:
+        return {}
+    out = {}
+    for name, value in (hook() or {}).items():
+        value = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=float)
+        out[str(name)] = value.ravel().tolist() if value.ndim else float(value)
+    return out
 
 
 def _validation(method, task, device: torch.device) -> dict[str, Any]:
@@ -131,42 +150,18 @@ def _validation(method, task, device: torch.device) -> dict[str, Any]:
     return {"val": task.on(device, "val") if task.x_val is not None else None}
 
 
-STREAM_WINDOWS = 100
-
-
 def run_stream_trial(spec: TrialSpec, benchmark: Benchmark, learner, report: Report | None) -> dict[str, Any]:
-    """One pass over the stream drawn from the trial's seed; squared error per time window."""
+    """One pass over the stream drawn from the trial's seed; squared error per time window (record JSON)."""
+    begun = time.time()
     stream = benchmark.make_stream(spec.seed)
     started = time.perf_counter()
     out = learner.learn_stream(stream)
     seconds = time.perf_counter() - started
-    sq = out["sq_err"]
-    window = max(1, len(sq) // STREAM_WINDOWS)
-    usable = len(sq) // window * window
-    rec = {
-        **spec.to_dict(), "kind": "regression_stream", "status": "completed", "error": None,
-        "steps": int(len(sq)), "mse": float(sq.mean()), "window": window,
-        "window_mse": [float(v) for v in sq[:usable].reshape(-1, window).mean(axis=1)],
-        "step_trace": out["step_trace"].tolist(), "trace_every": int(out["trace_every"]),
-        "truth": _truth_at_trace(stream.truth, len(sq), int(out["trace_every"])),
-        "timings": [{"position": 0, "task_id": 0, "train_s": seconds, "eval_s": 0.0}],
-        "tasks_done": 1, "num_tasks": 1, "matrix": None, "task_info": [],
-    }
+    rec = StreamRecord.from_stream(spec, out["sq_err"], out["step_trace"], int(out["trace_every"]), stream.truth,
+                                   seconds, started_at=begun, wall_s=time.time() - begun).to_json()
     if report is not None:
         report({"record": rec, "mse": rec["mse"]})
     return rec
-
-
-def _truth_at_trace(truth: dict[str, np.ndarray], steps: int, every: int) -> dict[str, list]:
-    """The stream's truth for plots: per-step series sampled where the step-size trace is."""
-    out = {}
-    for key, value in truth.items():
-        value = np.asarray(value)
-        if value.ndim == 1 and len(value) == steps:
-            out[key] = value[::every].tolist()
-        elif value.ndim == 1 and value.size <= 1000:
-            out[key] = value.tolist()
-    return out
 
 
 def _sync(device: torch.device) -> None:
