@@ -62,8 +62,9 @@ def make_task(n: int, seed: int) -> DeviceSplit:
 
 
 def project_params(epochs: int, batch_size: int) -> FinetuneParams:
-    return FinetuneParams(backbone="mlp", hidden=HIDDEN, epochs=epochs, batch_size=batch_size,
-                          optimizer="sgd", lr=LR, momentum=0.0, weight_decay=0.0)
+    return FinetuneParams(network={"backbone": "mlp", "hidden": HIDDEN},
+                          training={"epochs": epochs, "batch_size": batch_size},
+                          optimizer={"name": "sgd", "lr": LR, "momentum": 0.0, "weight_decay": 0.0})
 
 
 def project_method(epochs: int, batch_size: int, num_tasks: int) -> Finetune:

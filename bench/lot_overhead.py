@@ -35,9 +35,10 @@ def method(every: int | None, **extra):
     seed_everything(0)
     ctx = MethodContext((784,), (10,), "domain_incremental", CPU, 0)
     if every is not None:
-        extra = {**extra, "lr_scheduler": "lot", "lot_every": every}
+        extra = {**extra, "lr_scheduler": {"name": "lot", "every": every}}
     return METHODS.get("finetune").target(METHODS.get("finetune").params(
-        optimizer="adam", lr=1e-3, hidden=[256, 256], batch_size=256, epochs=1, reset_optimizer=False, **extra), ctx)
+        optimizer={"name": "adam", "lr": 1e-3}, network={"hidden": [256, 256]},
+        training={"batch_size": 256, "epochs": 1, "reset_optimizer": False}, **extra), ctx)
 
 
 def train_seconds(m, x, y) -> float:
