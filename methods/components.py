@@ -194,6 +194,9 @@ def tagged_keys(field: str, keys: dict[str, str], tags: dict[str, set[str]],
     def migrate(model: type[BaseModel], data: dict) -> dict:
         selector = data.get(field)
         present = [k for k in keys if k in data]
+        if not present and isinstance(selector, dict) and "name" not in selector:
+            data[field] = {"name": default_tag(model, field), **selector}  # {lr: 0.1}: the default's tag
+            return data
         if not present and not isinstance(selector, str):
             return data
         current = {"name": selector} if isinstance(selector, str) else as_dict(selector)
