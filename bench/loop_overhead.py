@@ -46,7 +46,7 @@ from methods.protocol import MethodContext  # noqa: E402
 
 INPUT_SHAPE = (1, 8, 8)  # the permuted-digits image shape
 N_CLASSES = 10
-HIDDEN = [100, 100]      # the TrainingParams default
+HIDDEN = [100, 100]      # the NetworkParams default
 LR = 0.01
 SEED = 0
 TARGET = 1.15
