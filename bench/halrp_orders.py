@@ -71,7 +71,8 @@ def main() -> None:
                                                   "train_fraction": args.train_fraction, "download": False},
                                LoadContext(Path(tmp)))
         bench = subsample(bench, args.val_per_task, args.test_per_task, seed=0)
-    shared = dict(backbone="lenet", optimizer="adam", lr=1e-3, epochs=args.epochs, batch_size=args.batch_size)
+    shared = dict(network={"backbone": "lenet"}, optimizer={"name": "adam", "lr": 1e-3},
+                  training={"epochs": args.epochs, "batch_size": args.batch_size})
     configs = {
         "halrp": resolved_params("halrp", preset="pmnist", **shared, prune_bound=args.prune_bound),
         "finetune": resolved_params("finetune", **shared),

@@ -46,7 +46,7 @@ from methods.protocol import MethodContext  # noqa: E402
 
 INPUT_SHAPE = (1, 8, 8)  # the permuted-digits image shape
 N_CLASSES = 10
-HIDDEN = [100, 100]      # the TrainingParams default
+HIDDEN = [100, 100]      # the NetworkParams default
 LR = 0.01
 SEED = 0
 TARGET = 1.15
@@ -62,8 +62,9 @@ def make_task(n: int, seed: int) -> DeviceSplit:
 
 
 def project_params(epochs: int, batch_size: int) -> FinetuneParams:
-    return FinetuneParams(backbone="mlp", hidden=HIDDEN, epochs=epochs, batch_size=batch_size,
-                          optimizer="sgd", lr=LR, momentum=0.0, weight_decay=0.0)
+    return FinetuneParams(network={"backbone": "mlp", "hidden": HIDDEN},
+                          training={"epochs": epochs, "batch_size": batch_size},
+                          optimizer={"name": "sgd", "lr": LR, "momentum": 0.0, "weight_decay": 0.0})
 
 
 def project_method(epochs: int, batch_size: int, num_tasks: int) -> Finetune:

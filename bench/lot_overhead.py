@@ -7,8 +7,8 @@ What it measures, on the spec's MLP 784-256-256-10 with batch 256, one thread:
   and the part of it spent on the per-sample gradients;
 - the average step of Finetune with ``lr_scheduler: lot`` every K steps,
   against plain Adam on the same data and steps: the per-step overhead;
-- for comparison, the step with each companion penalty (wasserstein_lambda,
-  l2_lambda > 0), whose cost is paid at every step (a sort of every tensor
+- for comparison, the step with each companion penalty (penalties wasserstein,
+  l2), whose cost is paid at every step (a sort of every tensor
   for the Wasserstein one).
 Each figure is the median of --repeats runs; plain and scheduled runs alternate
 so that machine noise spreads over both. The data are random (the cost does
@@ -35,9 +35,10 @@ def method(every: int | None, **extra):
     seed_everything(0)
     ctx = MethodContext((784,), (10,), "domain_incremental", CPU, 0)
     if every is not None:
-        extra = {**extra, "lr_scheduler": "lot", "lot_every": every}
+        extra = {**extra, "lr_scheduler": {"name": "lot", "every": every}}
     return METHODS.get("finetune").target(METHODS.get("finetune").params(
-        optimizer="adam", lr=1e-3, hidden=[256, 256], batch_size=256, epochs=1, reset_optimizer=False, **extra), ctx)
+        optimizer={"name": "adam", "lr": 1e-3}, network={"hidden": [256, 256]},
+        training={"batch_size": 256, "epochs": 1, "reset_optimizer": False}, **extra), ctx)
 
 
 def train_seconds(m, x, y) -> float:
@@ -56,8 +57,8 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(256 * args.steps, 784, generator=gen)
     y = torch.randint(0, 10, (256 * args.steps,), generator=gen)
-    runs = {"plain": method(None), "lot": method(args.every), "wasserstein": method(None, wasserstein_lambda=1e-2),
-            "l2": method(None, l2_lambda=1e-3)}
+    runs = {"plain": method(None), "lot": method(args.every), "wasserstein": method(None, penalties=[{"name": "wasserstein", "lambda": 1e-2}]),
+            "l2": method(None, penalties=[{"name": "l2", "lambda": 1e-3}])}
     for m in runs.values():  # warm-up: Adam state, allocator, first control step
         train_seconds(m, x[:256 * args.every], y[:256 * args.every])
     per_step: dict[str, list[float]] = {name: [] for name in runs}

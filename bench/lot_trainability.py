@@ -54,8 +54,10 @@ def main() -> None:
     entry = datasets.BENCHMARKS.get("random_label_mnist")
     bench = entry.target(entry.params(num_tasks=args.tasks, num_images=args.images, download=False),
                          LoadContext.resolve(cli_root=args.data_root))
-    base = dict(optimizer="adam", lr=1e-3, hidden=[256, 256], batch_size=256, epochs=args.epochs, reset_optimizer=False)
-    runs = {"adam": base} | {f"adam+lot K={k}": {**base, "lr_scheduler": "lot", "lot_every": k} for k in args.every}
+    base = dict(optimizer={"name": "adam", "lr": 1e-3}, network={"hidden": [256, 256]},
+                training={"batch_size": 256, "epochs": args.epochs, "reset_optimizer": False})
+    runs = {"adam": base} | {f"adam+lot K={k}": {**base, "lr_scheduler": {"name": "lot", "every": k}}
+                             for k in args.every}
     order = tuple(range(args.tasks))
     steps = args.epochs * -(-args.images // 256)
     print(f"random_label_mnist: {args.tasks} tasks x {args.images} images, {args.epochs} epochs = {steps} Adam steps "

@@ -18,12 +18,12 @@ from datasets.benchmark import DeviceSplit
 from methods.finetune import Finetune
 from methods.fisher import diagonal_fisher
 from methods.network import TaskNetwork
-from methods.params import TrainingParams
+from methods.params import GradientParams
 from methods.protocol import MethodContext
 from methods.registry import METHODS
 
 
-class EWCParams(TrainingParams):
+class EWCParams(GradientParams):
     ewc_lambda: float = Field(100.0, ge=0.0, le=1e9, description="penalty strength lambda")
     online: bool = Field(False, description="online EWC: decayed running Fisher, anchor at the last task")
     gamma: float = Field(1.0, ge=0.0, le=1.0, description="online EWC: decay of the running Fisher")

@@ -6,12 +6,12 @@ head. Other methods reuse this learner by composition: a ``Penalty`` adds a
 term to the loss and consolidates after each task (EWC is Finetune plus a
 Fisher penalty).
 
-Switches every subclass inherits (TrainingParams, all off by default):
-``wasserstein_lambda`` / ``l2_lambda`` attach the weight penalties of
-methods/penalties.py, and ``lr_scheduler: lot`` puts the loss-of-trainability
-scheduler (methods/lot_scheduler.py) on top of Adam: one param group per
-layer, and a call after every optimiser step that does its per-layer work
-every ``lot_every`` steps only.
+Components every subclass inherits (GradientParams, methods/params.py; the
+switches all off by default): ``penalties`` entries attach the weight
+penalties of methods/penalties.py, and ``lr_scheduler: {name: lot}`` puts the
+loss-of-trainability scheduler (methods/lot_scheduler.py) on top of Adam: one
+param group per layer, and a call after every optimiser step that does its
+per-layer work every ``every`` steps only.
 """
 from __future__ import annotations
 
@@ -23,12 +23,10 @@ import torch.nn.functional as F
 
 
 from datasets.benchmark import DeviceSplit
-from methods.backbones import build_backbone
 from methods.loop import fit, num_batches
-from methods.lot_scheduler import LotScheduler
+from methods.lot_scheduler import LotSchedule, LotScheduler
 from methods.network import TaskNetwork
-from methods.optimizers import build_optimizer
-from methods.params import TrainingParams
+from methods.params import GradientParams
 from methods.penalties import weight_penalties
 from methods.protocol import MethodContext
 from methods.registry import METHODS
@@ -51,7 +49,7 @@ class Penalty(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-class FinetuneParams(TrainingParams):
+class FinetuneParams(GradientParams):
     pass
 
 
@@ -61,14 +59,16 @@ class Finetune:
 
     Params = FinetuneParams
 
-    def __init__(self, params: TrainingParams, ctx: MethodContext, penalties: Sequence[Penalty] = ()):
+    def __init__(self, params: GradientParams, ctx: MethodContext, penalties: Sequence[Penalty] = ()):
         self.p = params
         self.ctx = ctx
-        self.net = TaskNetwork(build_backbone(params.backbone, ctx.input_shape, params), ctx).to(ctx.device)
+        self.net = TaskNetwork(params.network.build(ctx.input_shape), ctx).to(ctx.device)
         self.generator = torch.Generator(device="cpu").manual_seed(ctx.seed)
         self.optimizer: torch.optim.Optimizer | None = None
-        self.penalties = list(penalties) + weight_penalties(params, self.net)
-        self.scheduler = LotScheduler(params, self.net, ctx.seed) if params.lr_scheduler == "lot" else None
+        self.penalties = list(penalties) + weight_penalties(params.penalties, self.net)
+        schedule = params.lr_scheduler
+        self.scheduler = (LotScheduler(schedule, params.optimizer.lr, self.net, ctx.seed)
+                          if isinstance(schedule, LotSchedule) else None)
 
     def learn_task(self, task_id: int, data: DeviceSplit) -> dict[str, float]:
         for penalty in self.penalties:
@@ -94,11 +94,12 @@ class Finetune:
               criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
               x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Epochs of minibatch steps of criterion(forward(x), y) + penalties."""
-        if self.optimizer is None or self.p.reset_optimizer:
-            self.optimizer = build_optimizer(self._optimizer_params(), self.p)
+        loop = self.p.training
+        if self.optimizer is None or loop.reset_optimizer:
+            self.optimizer = self.p.optimizer.build(self._optimizer_params())
         net, opt, penalties, scheduler = self.net, self.optimizer, self.penalties, self.scheduler
         if scheduler is not None:
-            steps = self.p.epochs * num_batches(x.shape[0], self.p.batch_size)
+            steps = loop.epochs * num_batches(x.shape[0], loop.batch_size)
             scheduler.begin(opt, lambda xb, yb: criterion(forward(xb), yb), total_steps=steps)
         net.train()
 
@@ -115,7 +116,7 @@ class Finetune:
                 scheduler.after_step(xb, yb)
             return loss
 
-        info = fit(step, x, y, epochs=self.p.epochs, batch_size=self.p.batch_size, generator=self.generator)
+        info = fit(step, x, y, epochs=loop.epochs, batch_size=loop.batch_size, generator=self.generator)
         check = getattr(opt, "check", None)  # optimisers that can tell divergence the loss does not show yet
         if check is not None:
             check()
@@ -144,7 +145,7 @@ class Finetune:
             self.scheduler.load_state_dict(state["scheduler"])
         self.optimizer = None
         if state["optimizer"] is not None:
-            self.optimizer = build_optimizer(self._optimizer_params(), self.p)
+            self.optimizer = self.p.optimizer.build(self._optimizer_params())
             self.optimizer.load_state_dict(state["optimizer"])
         for penalty, s in zip(self.penalties, state["penalties"]):
             penalty.load_state_dict(s)

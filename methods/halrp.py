@@ -25,6 +25,10 @@ biases, BatchNorm copies and head. Learning task t >= 2:
 Every phase uses a fresh optimiser (Adam by default, weight decay 0) with the
 lr decayed by ``lr_decay`` after every epoch, and methods/loop.py's ``fit``.
 
+Parameters: the ``network``, ``training`` and ``optimizer`` components (adam |
+sgd | rmsprop, lr 1e-3 by default) and HALRP's own fields; no lr_scheduler
+(HALRP has its own lr_decay / lr_schedule) and no penalties (its L2 is wd_rate).
+
 Quirks of the authors' code, each a switch (our default first):
 - ``scale_l2_target``: 1 | 0 (the code pulls the scales toward 0);
 - ``count_task_biases``: true | false (the code's capacity count omits them);
@@ -53,34 +57,53 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from datasets.benchmark import DeviceSplit
-from methods.backbones import build_backbone
+from methods.backbones import NetworkParams
+from methods.components import migrate_flat_keys
 from methods.halrp_layers import (Perturbed, kernel_positions, make_perturbed, perturbable_layers,
                                   replace_module)
 from methods.halrp_math import (factor_init, least_squares_scales, prune_threshold, pruning_rate,
                                 residual_matrix, select_ranks, svd)
 from methods.halrp_presets import PRESETS, apply_preset
-from methods.loop import fit
+from methods.loop import LoopParams, fit
 from methods.network import TaskNetwork
-from methods.optimizers import build_optimizer
-from methods.params import TrainingParams
+from methods import optimizers
 from methods.protocol import MethodContext
 from methods.registry import METHODS
 
 PHASES = ("base", "free_finetune", "importance", "svd_rank", "lowrank", "prune")
 
 
-class HALRPParams(TrainingParams):
+_HALRP_LR = dict(gt=0.0, le=10.0, description="initial learning rate of every phase")
+
+
+class Adam(optimizers.Adam):
+    lr: float = Field(1e-3, **_HALRP_LR)
+
+
+class Sgd(optimizers.Sgd):
+    lr: float = Field(1e-3, **_HALRP_LR)
+
+
+class Rmsprop(optimizers.Rmsprop):
+    lr: float = Field(1e-3, **_HALRP_LR)
+
+
+class HALRPParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    network: NetworkParams = Field(default_factory=NetworkParams, description="the backbone (its conv/linear layers are perturbed)")
+    training: LoopParams = Field(default_factory=LoopParams, description="epochs (free fine-tune + low-rank) and batches of every phase; reset_optimizer must stay true")
+    optimizer: Annotated[Union[Adam, Sgd, Rmsprop], Field(discriminator="name")] = Field(
+        default_factory=Adam, description="optimiser of every phase (the paper: adam), lr 1e-3 by default")
     preset: str | None = Field(None, description=f"official settings that fill every parameter not set: {' | '.join(PRESETS)}")
-    optimizer: Literal["adam", "sgd", "rmsprop"] = Field("adam", description="optimiser of every phase (the paper: adam)")
-    lr: float = Field(1e-3, gt=0.0, le=10.0, description="initial learning rate of every phase")
     wd_rate: float = Field(1e-3, ge=0.0, le=10.0, description="lambda_0: wd_rate/2 * squared norm of the base weights (first task) and of scales and factors (later tasks)")
     l1_hyp: float = Field(1e-6, ge=0.0, le=10.0, description="lambda_1: l1_hyp * (|S|_1 + |R|_1) summed over layers")
     approx_rate: float = Field(0.9, gt=0.0, le=1.0, description="share of the total importance-weighted residual energy the chosen ranks must exceed")
@@ -99,22 +122,19 @@ class HALRPParams(TrainingParams):
 
     @model_validator(mode="before")
     @classmethod
-    def _fill_preset(cls, data: Any) -> Any:
-        return apply_preset(data)
+    def _flat_keys_and_preset(cls, data: Any) -> Any:
+        return apply_preset(migrate_flat_keys(cls, data))
 
     @model_validator(mode="after")
     def _halrp_fits(self):
-        if self.est_rank_epochs >= self.epochs:
-            raise ValueError(f"est_rank_epochs={self.est_rank_epochs} must be < epochs={self.epochs}: a later task "
-                             f"trains est_rank_epochs free, then epochs - est_rank_epochs low-rank; raise epochs or "
-                             f"lower est_rank_epochs")
-        unsupported = [(getattr(self, "lr_scheduler", "none") != "none", "lr_scheduler: none"),
-                       (getattr(self, "wasserstein_lambda", 0.0) != 0.0, "wasserstein_lambda: 0"),
-                       (getattr(self, "l2_lambda", 0.0) != 0.0, "l2_lambda: 0 (HALRP's own L2 is wd_rate)"),
-                       (not self.reset_optimizer, "reset_optimizer: true (every HALRP phase starts a fresh optimiser)")]
-        bad = [fix for wrong, fix in unsupported if wrong]
-        if bad:
-            raise ValueError(f"halrp has its own schedule and losses; set {', '.join(bad)}")
+        epochs = self.training.epochs
+        if self.est_rank_epochs >= epochs:
+            raise ValueError(f"est_rank_epochs={self.est_rank_epochs} must be < training.epochs={epochs}: a later "
+                             f"task trains est_rank_epochs free, then epochs - est_rank_epochs low-rank; raise "
+                             f"training.epochs or lower est_rank_epochs")
+        if not self.training.reset_optimizer:
+            raise ValueError("halrp has its own schedule: set training: {reset_optimizer: true} (every HALRP phase "
+                             "starts a fresh optimiser)")
         return self
 
 
@@ -146,7 +166,7 @@ class HALRP:
             raise ValueError("halrp gives every task its own perturbation and head, chosen by the task id at test "
                              "time: it needs setting: task_incremental")
         self.p, self.ctx = params, ctx
-        self.net = TaskNetwork(build_backbone(params.backbone, ctx.input_shape, params), ctx).to(ctx.device)
+        self.net = TaskNetwork(params.network.build(ctx.input_shape), ctx).to(ctx.device)
         self.layer_names = [name for name, _ in perturbable_layers(self.net.backbone)]
         self.tasks = nn.ModuleDict()  # str(task_id) -> that task's perturbed backbone
         self.ranks: dict[int, dict[str, int]] = {}
@@ -206,7 +226,7 @@ class HALRP:
             return 0.5 * wd * sum(w.pow(2).sum() for w in weights)
 
         first, last = self._train([*backbone.parameters(), *head.parameters()], lambda xb: head(backbone(xb)),
-                                  [backbone, head], l2 if wd > 0 else None, data, self.p.epochs)
+                                  [backbone, head], l2 if wd > 0 else None, data, self.p.training.epochs)
         self._freeze(backbone, head)
         self.base_task = task_id
         times = {"base": self._clock() - started}
@@ -227,7 +247,8 @@ class HALRP:
         times["free_finetune"] = self._clock() - started
         # 2. importance of each layer
         started = self._clock()
-        importance = layer_importance(free, head, self.layer_names, scoring.x, scoring.y, p.batch_size)
+        importance = layer_importance(free, head, self.layer_names, scoring.x, scoring.y,
+                                      p.training.batch_size)
         times["importance"] = self._clock() - started
         # 3-6. scales, residual SVD, global ranks, factors
         started = self._clock()
@@ -236,7 +257,7 @@ class HALRP:
         # 7. low-rank training
         started = self._clock()
         first, last = self._train([*net.parameters(), *head.parameters()], lambda xb: head(net(xb)),
-                                  [net, head], self._lowrank_penalty(net), data, p.epochs - p.est_rank_epochs)
+                                  [net, head], self._lowrank_penalty(net), data, p.training.epochs - p.est_rank_epochs)
         self._freeze(net, head)
         self.tasks[str(task_id)], self.ranks[task_id] = net, ranks
         times["lowrank"] = self._clock() - started
@@ -341,11 +362,12 @@ class HALRP:
     def _train(self, params: list[torch.Tensor], forward, modules: list[nn.Module], penalty, data: DeviceSplit,
                epochs: int) -> tuple[float, float]:
         """``epochs`` of fit() over CE (+ penalty) with a fresh optimiser; lr decayed per epoch or per batch."""
-        opt = build_optimizer(params, self.p)
+        opt = self.p.optimizer.build(params)
         for m in modules:
             m.train()
         multiplier = self.p.grad_multiplier
-        per_batch = self.p.lr_decay ** (self.p.batch_size / (50000 / self.ctx.num_tasks * 0.8)) \
+        batch_size = self.p.training.batch_size
+        per_batch = self.p.lr_decay ** (batch_size / (50000 / self.ctx.num_tasks * 0.8)) \
             if self.p.lr_schedule == "batch_cifar" else None
 
         def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -366,7 +388,7 @@ class HALRP:
 
         first = last = math.nan
         for epoch in range(epochs):
-            out = fit(step, data.x, data.y, epochs=1, batch_size=self.p.batch_size, generator=self.generator)
+            out = fit(step, data.x, data.y, epochs=1, batch_size=batch_size, generator=self.generator)
             first = out["loss_first_epoch"] if epoch == 0 else first
             last = out["loss_last_epoch"]
             if per_batch is None:

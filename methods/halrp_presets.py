@@ -16,17 +16,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 RESNET18_REDUCED = [32, 64, 128, 256]  # resnet9 stage widths: the spec's width-32 reduced ResNet-18
 
 
 def _official(backbone: str, epochs: int, batch_size: int, lr: float, wd_rate: float, l1_hyp: float,
               approx_rate: float, upper_rank: int, est_rank_epochs: int, prune_bound: float) -> dict[str, Any]:
-    values = dict(backbone=backbone, optimizer="adam", epochs=epochs, batch_size=batch_size, lr=lr,
-                  wd_rate=wd_rate, l1_hyp=l1_hyp, approx_rate=approx_rate, upper_rank=upper_rank,
-                  est_rank_epochs=est_rank_epochs, prune_bound=prune_bound)
+    network: dict[str, Any] = {"backbone": backbone}
     if backbone == "resnet9":
-        values["channels"] = list(RESNET18_REDUCED)
-    return values
+        network["channels"] = list(RESNET18_REDUCED)
+    return dict(network=network, training={"epochs": epochs, "batch_size": batch_size},
+                optimizer={"name": "adam", "lr": lr}, wd_rate=wd_rate, l1_hyp=l1_hyp, approx_rate=approx_rate,
+                upper_rank=upper_rank, est_rank_epochs=est_rank_epochs, prune_bound=prune_bound)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -46,10 +48,22 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def apply_preset(data: Any) -> Any:
-    """Raw params (a dict) with the preset's values filled in where the user gave none."""
+    """Raw params (a dict, flat keys already nested) with the preset's values filled in where the user
+    gave none, component by component: ``optimizer: {lr: 0.01}`` keeps the preset's adam."""
     if not isinstance(data, dict) or data.get("preset") is None:
         return data
     name = data["preset"]
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; available: {', '.join(PRESETS)} (or null for none)")
-    return {**PRESETS[name], **data}
+    return _fill(PRESETS[name], data)
+
+
+def _fill(preset: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    out = dict(preset)
+    for key, value in given.items():
+        if isinstance(value, BaseModel):
+            value = value.model_dump(by_alias=True)
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            value = _fill(out[key], value)
+        out[key] = value
+    return out

@@ -110,7 +110,7 @@ class IDBD(torch.optim.Optimizer):
             from methods.protocol import TrainingDiverged
 
             raise TrainingDiverged(f"IDBD step-sizes exploded: largest alpha {float(self._largest):.3g} > "
-                                   f"idbd_max_step {self.max_step:g}; lower idbd_meta_lr or use idbd_normalized")
+                                   f"optimizer max_step {self.max_step:g}; lower the optimizer's meta_lr or set normalized: true")
 
     def step_sizes(self) -> list[torch.Tensor]:
         """Current alpha = exp(beta) per tensor (for logging and tests)."""

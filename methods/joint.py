@@ -16,11 +16,11 @@ import torch.nn.functional as F
 
 from datasets.benchmark import DeviceSplit
 from methods.finetune import Finetune
-from methods.params import TrainingParams
+from methods.params import GradientParams
 from methods.registry import METHODS
 
 
-class JointParams(TrainingParams):
+class JointParams(GradientParams):
     pass
 
 

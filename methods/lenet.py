@@ -7,7 +7,7 @@ under ``protocol: halrp``, CIFAR) the flattened size is 50*8*8 = 3200, as in
 the paper; other image sizes give 50*(H//4)*(W//4).
 
 The widths are fixed (the issue asks for the APD sizes): ``hidden``/``channels``
-of TrainingParams do not apply to it. Like every BatchNorm1d network it cannot
+of the network component do not apply to it. Like every BatchNorm1d network it cannot
 train on a minibatch of one sample; the shared loop (methods/loop.py) never
 makes one unless a task has a single training sample.
 """

@@ -5,6 +5,9 @@ permutation, so there is no DataLoader and no Python work per sample. The loss
 is checked for NaN/inf once per epoch (one device sync), not per step.
 A trailing batch of one sample (batch_size > 1) joins the batch before it:
 BatchNorm cannot train on one sample, and every method gets the same batches.
+
+``LoopParams`` is the ``training`` parameter component: epochs, batch size
+and whether the optimiser starts fresh at every task.
 """
 from __future__ import annotations
 
@@ -12,10 +15,25 @@ import math
 from typing import Callable
 
 import torch
+from pydantic import Field
 
+from methods.components import Component, nest_keys, register_flat_keys
 from methods.protocol import TrainingDiverged
 
 Step = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class LoopParams(Component):
+    """How the shared loop trains each task."""
+
+    kind = "training"
+
+    epochs: int = Field(5, ge=1, le=100_000, description="epochs per task")
+    batch_size: int = Field(32, ge=1, le=1_000_000, description="minibatch size")
+    reset_optimizer: bool = Field(True, description="fresh optimiser state at every task")
+
+
+register_flat_keys("training", nest_keys("training", {k: k for k in ("epochs", "batch_size", "reset_optimizer")}))
 
 
 def num_batches(n: int, batch_size: int) -> int:

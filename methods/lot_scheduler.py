@@ -1,6 +1,9 @@
 """The loss-of-trainability scheduler (specs/lot.md): per-layer lr control on top of Adam.
 
-Every K optimiser steps (``lot_every``), for each layer L (a module's weight
+Configured by the ``lr_scheduler`` parameter component: ``{name: none}`` (the
+default) or ``{name: lot, rho: ..., every: ...}`` (``LotSchedule`` below).
+
+Every K optimiser steps (``every``), for each layer L (a module's weight
 and bias, one Adam param group, one lr) on the minibatch just trained on:
 
     eta_crit = rho B G / (sigma^2 + beta_v G V)
@@ -16,7 +19,7 @@ window). Between control steps it costs a counter: the step is Adam's.
 - T is the number of optimiser steps of the current task (epochs x batches
   per epoch) and t the steps taken in it, so every task may warm in its first
   f_warm of steps; K counts optimiser steps since the method started.
-- The per-layer lrs carry over task boundaries (``lot_keep_lr``), also when
+- The per-layer lrs carry over task boundaries (``keep_lr``), also when
   the optimiser is rebuilt (``reset_optimizer``): the schedule is the
   stream's, as in the paper's single long run.
 - G, sigma^2 and the sharpness are of the task loss alone (penalties are
@@ -32,12 +35,14 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
+from methods.components import Component, register_flat_keys, tagged_keys
 from methods.lot_signals import Loss, adam_effective_step, eta_crit, layer_groups, rayleigh_sharpness, signal_and_noise
 
 COOL, KEEP, WARM = -1, 0, 1
@@ -52,6 +57,45 @@ def lot_action(eta_eff: float, crit: float, t: int, total: int, *, eta_floor: fl
     if t < f_warm * total and eta_eff < 0.1 * crit:
         return WARM
     return KEEP
+
+
+class ScheduleParams(Component):
+    kind = "lr_scheduler"
+
+
+class NoSchedule(ScheduleParams):
+    """The optimiser's own lr, unchanged."""
+
+    tag = "none"
+    name: Literal["none"] = "none"
+
+
+class LotSchedule(ScheduleParams):
+    """Per-layer lr cooled/warmed against the noise-curvature threshold eta_crit (needs optimizer adam)."""
+
+    tag = "lot"
+    name: Literal["lot"] = "lot"
+    rho: float = Field(0.8, gt=0.0, le=1e9, description="rho in eta_crit = rho B G / (sigma^2 + beta_v G V)")
+    beta_v: float = Field(1.0, ge=0.0, le=1e6, description="weight of the curvature-volatility term (0: noise-only bound)")
+    gamma_cool: float = Field(0.99, gt=0.0, lt=1.0, description="lr factor when a layer's eta_eff exceeds eta_crit")
+    gamma_warm: float = Field(1.01, ge=1.0, le=10.0, description="lr factor when eta_eff < 0.1 eta_crit early in a task (1: never warm)")
+    f_warm: float = Field(0.3, ge=0.0, le=1.0, description="warming only in the first f_warm of each task's steps")
+    eta_floor: float = Field(0.12, ge=0.0, le=1e9, description="no cooling once eta_eff is at or below this")
+    every: int = Field(40, ge=1, le=1_000_000, description="K, optimiser steps between control steps")
+    volatility: Literal["ema", "window"] = Field("ema", description="V = Var(s)/Mean(s) of the normalised sharpness s as an EMA or over the last window control steps")
+    ema_decay: float = Field(0.9, ge=0.0, lt=1.0, description="decay of the EMA mean/variance of s (volatility: ema)")
+    window: int = Field(10, ge=2, le=100_000, description="control steps in the volatility window (volatility: window)")
+    power_iters: int = Field(1, ge=1, le=1000, description="power-iteration steps (Hessian-vector products) per layer per control step, warm-started")
+    keep_lr: bool = Field(True, description="per-layer lrs carry over task boundaries (false: every task restarts at lr)")
+
+
+AnySchedule = Annotated[Union[NoSchedule, LotSchedule], Field(discriminator="name")]
+"""The lr_scheduler field of a gradient method: ``lr_scheduler: AnySchedule = NoSchedule()``."""
+
+_LOT_KEYS = tuple(k for k in LotSchedule.model_fields if k != "name")
+register_flat_keys("lr_scheduler", tagged_keys(
+    "lr_scheduler", {f"lot_{k}": k for k in _LOT_KEYS}, {"none": set(), "lot": set(_LOT_KEYS)},
+    {f"lot_{k}": LotSchedule.model_fields[k].default for k in _LOT_KEYS}))
 
 
 class Volatility:
@@ -85,15 +129,19 @@ class Volatility:
 
 
 class LotScheduler:
-    """Per-layer Adam lrs kept under eta_crit; build the optimiser from ``param_groups()``."""
+    """Per-layer Adam lrs kept under eta_crit; build the optimiser from ``param_groups()``.
 
-    def __init__(self, p, net: nn.Module, seed: int):
+    ``p``: the schedule's parameters; ``lr``: the optimiser's, every layer's starting lr.
+    """
+
+    def __init__(self, p: LotSchedule, lr: float, net: nn.Module, seed: int):
         self.p = p
+        self.lr = lr
         self.net = net
         self.layers = layer_groups(net)
-        self.lrs = {name: p.lr for name in self.layers}
+        self.lrs = {name: lr for name in self.layers}
         self.vectors: dict[str, list[torch.Tensor]] = {}  # warm-started power-iteration vectors
-        self.volatility = {name: Volatility(p.lot_volatility, p.lot_ema_decay, p.lot_window) for name in self.layers}
+        self.volatility = {name: Volatility(p.volatility, p.ema_decay, p.window) for name in self.layers}
         self.generator = torch.Generator().manual_seed(seed + 15485863)  # its own: training's RNG stays put
         self.steps = 0           # optimiser steps since construction (K counts these)
         self.tasks = 0           # begin() calls: the position of the task being trained
@@ -115,8 +163,8 @@ class LotScheduler:
         if not isinstance(optimizer, torch.optim.Adam):
             raise ValueError(f"lr_scheduler 'lot' needs Adam's state, got {type(optimizer).__name__}; "
                              "set optimizer: adam")
-        if not self.p.lot_keep_lr:
-            self.lrs = {name: self.p.lr for name in self.layers}
+        if not self.p.keep_lr:
+            self.lrs = {name: self.lr for name in self.layers}
         self.optimizer, self.loss = optimizer, loss
         self.groups = {}
         for group in optimizer.param_groups:
@@ -134,7 +182,7 @@ class LotScheduler:
         """Call after every optimiser step; every K-th does the per-layer work on (xb, yb)."""
         self.steps += 1
         self.task_steps += 1
-        if self.steps % self.p.lot_every == 0:
+        if self.steps % self.p.every == 0:
             self.control(xb, yb)
 
     # ------------------------------------------------------------ the control step
@@ -160,15 +208,15 @@ class LotScheduler:
                 vector = self.vectors.get(name) or [
                     torch.randn(w.shape, generator=self.generator).to(w.device) for _, w in params]
                 sharpness, self.vectors[name] = rayleigh_sharpness(
-                    [grads[k] for k, _ in params], [w for _, w in params], vector, p.lot_power_iters)
+                    [grads[k] for k, _ in params], [w for _, w in params], vector, p.power_iters)
                 signal, sigma2 = noise[name]
                 s = alpha_agg * sharpness
                 volatility = self.volatility[name].update(s)
-                crit = eta_crit(p.lot_rho, xb.shape[0], signal, sigma2, p.lot_beta_v, volatility)
+                crit = eta_crit(p.rho, xb.shape[0], signal, sigma2, p.beta_v, volatility)
                 action = lot_action(eta_eff, crit, self.task_steps, self.task_total,
-                                    eta_floor=p.lot_eta_floor, f_warm=p.lot_f_warm)
+                                    eta_floor=p.eta_floor, f_warm=p.f_warm)
                 if action != KEEP:
-                    self.lrs[name] *= p.lot_gamma_cool if action == COOL else p.lot_gamma_warm
+                    self.lrs[name] *= p.gamma_cool if action == COOL else p.gamma_warm
                     self.groups[name]["lr"] = self.lrs[name]
                     self._task_counts["cools" if action == COOL else "warms"] += 1
                 measured[name] = {"lr": self.lrs[name], "eta_eff": eta_eff, "eta_crit": crit, "sigma2": sigma2,

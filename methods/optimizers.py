@@ -1,25 +1,98 @@
-"""Optimiser construction from a method's training parameters."""
+"""The ``optimizer`` parameter component: one model per optimiser, tagged by ``name``.
+
+Each carries only its own fields and builds its torch optimiser:
+``optimizer: {name: adam, lr: 0.001}``. weight_decay applies to sgd, adam and
+rmsprop; IDBD has none (use a penalty).
+"""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Annotated, Iterable, Literal, Union
 
 import torch
+from pydantic import Field
 
+from methods.components import Component, register_flat_keys, tagged_keys
 from methods.idbd import IDBD
 
+Params = Iterable[torch.nn.Parameter]
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], p) -> torch.optim.Optimizer:
-    """``p`` carries optimizer, lr, momentum, weight_decay, idbd_* (see TrainingParams).
 
-    weight_decay applies to sgd, adam and rmsprop; IDBD has none (use a penalty).
-    """
-    if p.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    if p.optimizer == "adam":
-        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
-    if p.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    if p.optimizer == "idbd":
-        return IDBD(params, lr=p.lr, meta_lr=p.idbd_meta_lr, groups=p.idbd_groups,
-                    curvature=p.idbd_curvature, normalized=p.idbd_normalized, max_step=p.idbd_max_step)
-    raise ValueError(f"unknown optimizer {p.optimizer!r}; choose sgd, adam, rmsprop or idbd")
+class OptimizerParams(Component):
+    kind = "optimizer"
+
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+
+class Sgd(OptimizerParams):
+    """SGD with optional momentum."""
+
+    tag = "sgd"
+    name: Literal["sgd"] = "sgd"
+    lr: float = Field(0.01, gt=0.0, le=10.0, description="learning rate")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="momentum")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 weight decay in the optimiser")
+
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+
+
+class Adam(OptimizerParams):
+    """Adam (torch defaults for betas and eps)."""
+
+    tag = "adam"
+    name: Literal["adam"] = "adam"
+    lr: float = Field(0.01, gt=0.0, le=10.0, description="learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 weight decay in the optimiser")
+
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+class Rmsprop(OptimizerParams):
+    """RMSprop with optional momentum."""
+
+    tag = "rmsprop"
+    name: Literal["rmsprop"] = "rmsprop"
+    lr: float = Field(0.01, gt=0.0, le=10.0, description="learning rate")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="momentum")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 weight decay in the optimiser")
+
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        return torch.optim.RMSprop(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+
+
+class Idbd(OptimizerParams):
+    """IDBD: a learned step-size per weight (methods/idbd.py)."""
+
+    tag = "idbd"
+    name: Literal["idbd"] = "idbd"
+    lr: float = Field(0.01, gt=0.0, le=10.0, description="the initial step-size alpha_0")
+    meta_lr: float = Field(1e-3, ge=0.0, le=100.0, description="meta step-size theta (mu if normalized)")
+    groups: Literal["parameter", "layer", "scalar"] = Field("parameter", description="one step-size per weight, per tensor or in all")
+    curvature: Literal["grad_sq", "none"] = Field("grad_sq", description="curvature proxy c in the h decay")
+    normalized: bool = Field(False, description="Autostep-style normalised meta-step and step bound")
+    max_step: float = Field(100.0, gt=0.0, description="a step-size above this ends the trial as diverged")
+
+    def build(self, params: Params) -> torch.optim.Optimizer:
+        return IDBD(params, lr=self.lr, meta_lr=self.meta_lr, groups=self.groups, curvature=self.curvature,
+                    normalized=self.normalized, max_step=self.max_step)
+
+
+OPTIMIZERS: tuple[type[OptimizerParams], ...] = (Sgd, Adam, Rmsprop, Idbd)
+AnyOptimizer = Annotated[Union[Sgd, Adam, Rmsprop, Idbd], Field(discriminator="name")]
+"""The optimizer field of a gradient method: ``optimizer: AnyOptimizer = Sgd()``."""
+
+
+def build_optimizer(params: Params, opt: OptimizerParams) -> torch.optim.Optimizer:
+    """The torch optimiser ``opt`` (an optimizer component) describes, over ``params``."""
+    return opt.build(params)
+
+
+_FLAT = {"lr": "lr", "momentum": "momentum", "weight_decay": "weight_decay", "idbd_meta_lr": "meta_lr",
+         "idbd_groups": "groups", "idbd_curvature": "curvature", "idbd_normalized": "normalized",
+         "idbd_max_step": "max_step"}
+_OLD_DEFAULTS = {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "idbd_meta_lr": 1e-3, "idbd_groups": "parameter",
+                 "idbd_curvature": "grad_sq", "idbd_normalized": False, "idbd_max_step": 100.0}
+register_flat_keys("optimizer", tagged_keys(
+    "optimizer", _FLAT, {c.tag: set(c.model_fields) - {"name"} for c in OPTIMIZERS}, _OLD_DEFAULTS))

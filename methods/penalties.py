@@ -1,8 +1,10 @@
 """Weight penalties any gradient method can switch on (specs/lot.md companions).
 
-Both are ``Penalty`` objects (methods/finetune.py): Finetune attaches them when
-their lambda in TrainingParams is above 0, so finetune, ewc, update_magnitude
-and every other Finetune subclass get them with no code of their own.
+Both are ``Penalty`` objects (methods/finetune.py): Finetune attaches one per
+entry of its ``penalties`` parameter component (a list, empty by default:
+``penalties: [{name: l2, lambda: 0.001}]``), so finetune, ewc,
+update_magnitude and every other Finetune subclass get them with no code of
+their own.
 
 - ``WassersteinPenalty``: lambda * sum over tensors of sum_k
   (sorted(theta)_k - sorted(theta_init)_k)^2, the squared 1-D 2-Wasserstein
@@ -21,11 +23,13 @@ initial distribution would change their predictions while they are not trained.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 import torch
+from pydantic import ConfigDict, Field
 
 from datasets.benchmark import DeviceSplit
+from methods.components import Component, as_dict, deprecated, register_flat_keys
 from methods.network import TaskNetwork
 
 
@@ -90,11 +94,73 @@ class WassersteinPenalty(WeightPenalty):
         self.sorted_init = dict(state["sorted_init"])
 
 
-def weight_penalties(p, net: TaskNetwork) -> list[WeightPenalty]:
-    """The penalties TrainingParams ``p`` switches on (none by default)."""
-    out: list[WeightPenalty] = []
-    if p.wasserstein_lambda > 0:
-        out.append(WassersteinPenalty(p.wasserstein_lambda, net))
-    if p.l2_lambda > 0:
-        out.append(L2Penalty(p.l2_lambda))
-    return out
+class PenaltyParams(Component):
+    kind = "penalty"
+    # ``lambda`` is a Python keyword: the field is ``lam``, read and written as ``lambda``.
+    model_config = ConfigDict(extra="forbid", validate_by_alias=True, validate_by_name=True, serialize_by_alias=True)
+
+    def build(self, net: TaskNetwork) -> WeightPenalty:
+        raise NotImplementedError
+
+
+class Wasserstein(PenaltyParams):
+    """Wasserstein-to-init: keeps each tensor's weight distribution near its initial one."""
+
+    tag = "wasserstein"
+    name: Literal["wasserstein"] = "wasserstein"
+    lam: float = Field(alias="lambda", ge=0.0, le=1e6, description="lambda * sum_k (sorted(theta)_k - sorted(theta_init)_k)^2 per tensor in the loss (0: off)")
+
+    def build(self, net: TaskNetwork) -> WeightPenalty:
+        return WassersteinPenalty(self.lam, net)
+
+
+class L2(PenaltyParams):
+    """L2 in the loss."""
+
+    tag = "l2"
+    name: Literal["l2"] = "l2"
+    lam: float = Field(alias="lambda", ge=0.0, le=1e6, description="lambda * ||theta||^2 in the loss (0: off; unlike weight_decay it is part of the loss)")
+
+    def build(self, net: TaskNetwork) -> WeightPenalty:
+        return L2Penalty(self.lam)
+
+
+AnyPenalty = Annotated[Union[Wasserstein, L2], Field(discriminator="name")]
+"""An entry of a gradient method's ``penalties: list[AnyPenalty] = []``."""
+
+
+def weight_penalties(entries: list[PenaltyParams], net: TaskNetwork) -> list[WeightPenalty]:
+    """The penalties a method's ``penalties`` entries switch on (an entry with lambda 0 is off)."""
+    return [e.build(net) for e in entries if e.lam > 0]
+
+
+_FLAT = {"wasserstein_lambda": "wasserstein", "l2_lambda": "l2"}
+
+
+def _migrate(model, data: dict) -> dict:
+    """``wasserstein_lambda`` / ``l2_lambda`` > 0 become entries of ``penalties`` (0: no entry)."""
+    present = [k for k in _FLAT if k in data]
+    if not present:
+        return data
+    given = data.get("penalties")
+    entries = [] if given is None else list(given) if isinstance(given, (list, tuple)) else given
+    if not isinstance(entries, list):
+        return data
+    entries = [as_dict(e) for e in entries]
+    for k in present:
+        v, name = data.pop(k), _FLAT[k]
+        same = [e for e in entries if isinstance(e, dict) and e.get("name") == name]
+        off = isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0
+        if same:
+            old = same[0].get("lambda", same[0].get("lam"))
+            if (off and old != 0) or (not off and old != v):
+                raise ValueError(f"flat key {k!r}={v} contradicts penalties entry {name} with lambda {old}; keep one")
+        elif not off:
+            entries.append({"name": name, "lambda": v})
+    for k in present:
+        deprecated(k, "penalties", entries, "0: no entry" if not entries else "")
+    data["penalties"] = entries
+    return data
+
+
+register_flat_keys("penalties", _migrate)

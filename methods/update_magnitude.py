@@ -44,7 +44,7 @@ from torch import nn
 from datasets.benchmark import DeviceSplit
 from methods.finetune import Finetune
 from methods.network import TaskNetwork
-from methods.params import TrainingParams
+from methods.params import GradientParams
 from methods.protocol import MethodContext
 from methods.registry import METHODS
 
@@ -52,7 +52,7 @@ Strategy = Literal["frozen", "initialized", "adaptive"]
 Rule = Literal["threshold", "graded"]
 
 
-class UpdateMagnitudeParams(TrainingParams):
+class UpdateMagnitudeParams(GradientParams):
     strategy: Strategy = Field("adaptive", description="frozen: last k_min blocks | initialized: all | adaptive: k from the gradient cosine")
     rule: Rule = Field("threshold", description="adaptive: threshold (k_min if s >= tau else k_max) | graded (k_min + ceil((1-s)/2 (k_max-k_min)))")
     tau: float = Field(0.0, ge=-1.0, le=1.0, description="adaptive, threshold rule: cosine at or above which a task is related")
@@ -183,10 +183,10 @@ class UpdateMagnitude(Finetune):
         n = len(self.freezer)
         self.k_max = n if params.k_max is None else params.k_max
         if self.k_max > n:
-            raise ValueError(f"k_max={self.k_max} but backbone {params.backbone} has {n} blocks; "
+            raise ValueError(f"k_max={self.k_max} but backbone {params.network.backbone} has {n} blocks; "
                              f"use k_max <= {n} (or None for all)")
         if params.k_min > n:
-            raise ValueError(f"k_min={params.k_min} but backbone {params.backbone} has {n} blocks; use k_min <= {n}")
+            raise ValueError(f"k_min={params.k_min} but backbone {params.network.backbone} has {n} blocks; use k_min <= {n}")
         self.stored_grad: torch.Tensor | None = None  # g of the previous task, at its arrival
         self.tasks_seen = 0
         # its own RNG: choosing the probe's minibatches must not move the training batches
@@ -206,7 +206,7 @@ class UpdateMagnitude(Finetune):
     def similarity(self, task_id: int, data: DeviceSplit) -> float:
         """Probe g_t, return cos(g_t, g_{t-1}) (NaN for the first task) and store g_t."""
         self.freezer.train_last(len(self.freezer))
-        g = mean_backbone_gradient(self.net, task_id, data.x, data.y, self.p.grad_batches, self.p.batch_size,
+        g = mean_backbone_gradient(self.net, task_id, data.x, data.y, self.p.grad_batches, self.p.training.batch_size,
                                    self.probe_generator)
         s = math.nan if self.stored_grad is None else cosine(g, self.stored_grad)
         self.stored_grad = g

@@ -236,5 +236,5 @@ def test_finetune_runs_with_idbd_and_every_optimiser_is_selectable(digits):
 def test_exploding_idbd_step_sizes_end_the_task_with_a_clear_error(digits):
     m = make("finetune", digits, optimizer="idbd", lr=0.05, idbd_meta_lr=100.0, idbd_groups="scalar",
              idbd_max_step=1.0, epochs=1)
-    with pytest.raises(methods.TrainingDiverged, match="IDBD step-sizes exploded: largest alpha .* > idbd_max_step 1"):
+    with pytest.raises(methods.TrainingDiverged, match="IDBD step-sizes exploded: largest alpha .* > optimizer max_step 1"):
         m.learn_task(0, digits.tasks[0].on(CPU, "train"))

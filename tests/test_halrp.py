@@ -329,24 +329,31 @@ def test_domain_incremental_is_refused(digits):
 def test_presets_fill_only_what_is_not_set_and_show_resolved_values():
     P = METHODS.get("halrp").params
     p = P(preset="pmnist")
-    assert (p.backbone, p.epochs, p.batch_size, p.lr, p.wd_rate, p.l1_hyp, p.approx_rate, p.upper_rank,
-            p.est_rank_epochs, p.prune_bound, p.optimizer) == ("lenet", 12, 128, 1e-3, 1e-3, 1e-6, 0.9, 100, 1, 0.4, "adam")
-    mine = P(preset="pmnist", epochs=4, wd_rate=0.5)
-    assert (mine.epochs, mine.wd_rate, mine.l1_hyp) == (4, 0.5, 1e-6)
+    assert (p.network.backbone, p.training.epochs, p.training.batch_size, p.optimizer.lr, p.wd_rate, p.l1_hyp,
+            p.approx_rate, p.upper_rank, p.est_rank_epochs, p.prune_bound, p.optimizer.name) == (
+        "lenet", 12, 128, 1e-3, 1e-3, 1e-6, 0.9, 100, 1, 0.4, "adam")
+    mine = P(preset="pmnist", training={"epochs": 4}, wd_rate=0.5)
+    assert (mine.training.epochs, mine.training.batch_size, mine.wd_rate, mine.l1_hyp) == (4, 128, 0.5, 1e-6)
+    assert P(preset="pmnist", optimizer={"name": "sgd"}).optimizer.lr == 1e-3  # the preset's lr, the user's sgd
     res = P(preset="five_datasets_resnet")
-    assert (res.backbone, res.channels, res.approx_rate, res.upper_rank, res.est_rank_epochs) == (
+    assert (res.network.backbone, res.network.channels, res.approx_rate, res.upper_rank, res.est_rank_epochs) == (
         "resnet9", [32, 64, 128, 256], 0.95, 120, 3)
     assert P(**p.model_dump()) == p  # a dumped config re-validates to itself
-    assert P(preset="cifar100_split").prune_bound == 0.8 and P(preset="five_datasets_alexnet").backbone == "alexnet"
+    assert P.model_validate(p.model_dump(mode="json")) == p
+    assert P(preset="cifar100_split").prune_bound == 0.8
+    assert P(preset="five_datasets_alexnet").network.backbone == "alexnet"
+    assert P().optimizer.lr == 1e-3 and P(optimizer={"name": "sgd"}).optimizer.lr == 1e-3  # HALRP's default lr
 
 
 @pytest.mark.parametrize("bad,match", [
     (dict(preset="cifar"), "unknown preset 'cifar'; available: pmnist"),
-    (dict(epochs=2, est_rank_epochs=2), "est_rank_epochs=2 must be < epochs=2"),
+    (dict(training={"epochs": 2}, est_rank_epochs=2), "est_rank_epochs=2 must be < training.epochs=2"),
+    (dict(training={"reset_optimizer": False}), "reset_optimizer: true"),
     (dict(approx_rate=0.0), "approx_rate"), (dict(approx_rate=1.5), "approx_rate"),
     (dict(upper_rank=0), "upper_rank"), (dict(prune_bound=1.0), "prune_bound"), (dict(prune_bound=-0.1), "prune_bound"),
-    (dict(wd_rate=-1.0), "wd_rate"), (dict(l1_hyp=-1e-6), "l1_hyp"), (dict(optimizer="idbd"), "optimizer"),
-    (dict(lr_scheduler="lot"), "lr_scheduler: none"), (dict(scale_l2_target=0.5), "scale_l2_target"),
+    (dict(wd_rate=-1.0), "wd_rate"), (dict(l1_hyp=-1e-6), "l1_hyp"), (dict(optimizer={"name": "idbd"}), "optimizer"),
+    (dict(lr_scheduler={"name": "lot"}), "lr_scheduler\n  Extra inputs are not permitted"),
+    (dict(penalties=[]), "penalties\n  Extra inputs are not permitted"), (dict(scale_l2_target=0.5), "scale_l2_target"),
 ])
 def test_bad_params_are_refused_naming_the_field(bad, match):
     with pytest.raises(ValidationError, match=match):

@@ -253,14 +253,17 @@ def test_trace_is_subsampled_evenly_keeping_first_and_last(digits):
 
 def test_scheduler_needs_adam_and_crelu_needs_a_backbone_that_honours_it():
     params = METHODS.get("finetune").params
-    with pytest.raises(ValidationError, match="lr_scheduler 'lot' reads Adam's state .* set optimizer: adam"):
-        params(optimizer="sgd", lr_scheduler="lot")
+    with pytest.raises(ValidationError, match=r"lr_scheduler 'lot' reads Adam's state .* set optimizer: \{name: adam\}"):
+        params(optimizer={"name": "sgd"}, lr_scheduler={"name": "lot"})
     with pytest.raises(ValidationError, match="activation 'crelu' is not supported by backbone 'resnet9'"):
-        params(backbone="resnet9", activation="crelu")
-    for field, bad in [("lot_gamma_cool", 1.0), ("lot_gamma_warm", 0.9), ("lot_f_warm", 1.5), ("lot_every", 0),
-                       ("lot_rho", 0.0), ("wasserstein_lambda", -1.0), ("l2_lambda", -0.1), ("lot_window", 1)]:
-        with pytest.raises(ValidationError, match=field):
-            params(optimizer="adam", **{field: bad})
+        params(network={"backbone": "resnet9", "activation": "crelu"})
+    for field, bad in [("gamma_cool", 1.0), ("gamma_warm", 0.9), ("f_warm", 1.5), ("every", 0), ("rho", 0.0),
+                       ("window", 1)]:
+        with pytest.raises(ValidationError, match=f"lr_scheduler.lot.{field}"):
+            params(optimizer={"name": "adam"}, lr_scheduler={"name": "lot", field: bad})
+    for name, bad in [("wasserstein", -1.0), ("l2", -0.1)]:
+        with pytest.raises(ValidationError, match=f"penalties.0.{name}.lambda"):
+            params(penalties=[{"name": name, "lambda": bad}])
 
 
 # ---------------------------------------------------------------- companions

@@ -43,7 +43,7 @@ def probe_without_consuming(m, task_id, data):
     from methods.update_magnitude import mean_backbone_gradient
 
     state = m.probe_generator.get_state()
-    g = mean_backbone_gradient(m.net, task_id, data.x, data.y, m.p.grad_batches, m.p.batch_size, m.probe_generator)
+    g = mean_backbone_gradient(m.net, task_id, data.x, data.y, m.p.grad_batches, m.p.training.batch_size, m.probe_generator)
     m.probe_generator.set_state(state)
     return g
 
@@ -187,8 +187,8 @@ def test_resnet9_shapes_and_blocks(shape):
     net = ResNet9(shape, [4, 8, 16, 32])
     assert len(net.blocks) == 9 and net.out_features == 32
     assert net(torch.randn(2, *shape)).shape == (2, 32)
-    p = METHODS.get("update_magnitude").params(backbone="resnet9", channels=[4, 8])
-    two_stage = build_backbone("resnet9", shape, p)
+    p = METHODS.get("update_magnitude").params(network={"backbone": "resnet9", "channels": [4, 8]})
+    two_stage = build_backbone("resnet9", shape, p.network)
     assert len(two_stage.blocks) == 9 and two_stage(torch.randn(2, *shape)).shape == (2, 8)
 
 
