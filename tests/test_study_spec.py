@@ -52,13 +52,21 @@ BAD = [
     (with_("orders", {"kind": "apd", "set": "cifar10"}), "orders.set", "'cifar100_split' or 'cifar100_superclass'"),
     (with_("methods", []), "methods", "at least 1 item"),
     (with_("methods.0.name", "ewcc"), "methods[0].name", "unknown method; available: " + ", ".join(METHODS.names())),
-    (with_("methods.0.params", {"lr": -1}), "methods[0].params.lr", "greater than 0"),
-    (with_("methods.0.params", {"optimizer": "adamw"}), "methods[0].params.optimizer", "'sgd', 'adam', 'rmsprop' or 'idbd'"),
-    (with_("methods.0.params", {"learning_rate": 0.1}), "methods[0].params.learning_rate", "unknown parameter; allowed: backbone, hidden"),
+    (with_("methods.0.params", {"lr": -1}), "methods[0].params.optimizer.lr", "greater than 0"),  # a flat key
+    (with_("methods.0.params", {"optimizer": {"name": "sgd", "lr": -1}}), "methods[0].params.optimizer.lr",
+     "greater than 0"),
+    (with_("methods.0.params", {"optimizer": "adamw"}), "methods[0].params.optimizer", "'name' must be one of 'sgd', 'adam', 'rmsprop', 'idbd'"),
+    (with_("methods.0.params", {"optimizer": {"name": "adam", "momentum": 0.9}}), "methods[0].params.optimizer.momentum",
+     "unknown parameter"),
+    (with_("methods.0.params", {"learning_rate": 0.1}), "methods[0].params.learning_rate", "unknown parameter; allowed: network, training, optimizer"),
+    (with_("methods.0.params", {"optimizer": {"name": "sgd", "lr": {"grid": [0.1, 20.0]}}}),
+     "methods[0].params.optimizer.lr.grid[1]", "less than or equal to 10"),
+    (with_("methods.0.params", {"penalties": [{"name": "l2", "lambda": {"uniform": [1.0, 0.5]}}]}),
+     "methods[0].params.penalties.0.lambda", "low < high"),
     (with_("methods.0.params", {"lr": {"grid": [0.1, 20.0]}}), "methods[0].params.lr.grid[1]", "less than or equal to 10"),
     (with_("methods.0.params", {"lr": {"loguniform": [0, 0.1]}}), "methods[0].params.lr", "0 < low < high"),
     (with_("methods.0.params", {"momentum": {"uniform": [0.5, 0.1]}}), "methods[0].params.momentum", "low < high"),
-    (with_("methods.0.params", {"optimizer": {"choice": ["sgd", "lion"]}}), "methods[0].params.optimizer.choice[1]", "'sgd', 'adam', 'rmsprop' or 'idbd'"),
+    (with_("methods.0.params", {"optimizer": {"choice": ["sgd", "lion"]}}), "methods[0].params.optimizer.choice[1]", "must be one of 'sgd', 'adam', 'rmsprop', 'idbd'"),
     (with_("methods", [{"name": "finetune"}, {"name": "finetune"}]), "methods[1].label", "give each entry a distinct label"),
     (with_("seeds", [1, 1]), "seeds", "distinct"),
     (with_("resources", {"cpu": 0}), "resources.cpu", "greater than 0"),
@@ -117,16 +125,38 @@ def test_expansion_crosses_grids_and_draws_random_params_reproducibly():
     study = parse_study(raw)
     configs = expand_configs(study)
     assert len(configs) == 2 * 3
-    assert [c.params["optimizer"] for c in configs] == ["sgd"] * 3 + ["adam"] * 3
-    assert all(1e-4 <= c.params["lr"] <= 1e-1 for c in configs)
-    assert len({c.params["lr"] for c in configs}) == 6
+    assert [c.params["optimizer"]["name"] for c in configs] == ["sgd"] * 3 + ["adam"] * 3
+    assert all(1e-4 <= c.params["optimizer"]["lr"] <= 1e-1 for c in configs)  # flat keys land in the component
+    assert len({c.params["optimizer"]["lr"] for c in configs}) == 6
     assert [c.config_id for c in configs] == [c.config_id for c in expand_configs(parse_study(raw))]
-    assert configs[0].params["batch_size"] == 32  # defaults filled in, so the record is complete
+    assert configs[0].params["training"]["batch_size"] == 32  # defaults filled in, so the record is complete
     assert set(configs[0].searched) == {"lr", "optimizer"}
     trials = expand_trials(study, "task_incremental")
     assert len(trials) == 6 * 3 * 2
+    assert trials[0].searched == configs[0].searched
     assert len({t.trial_id for t in trials}) == len(trials)
     assert {t.order for t in trials} == set(study.task_orders())
+
+
+def test_a_search_space_at_a_nested_leaf_expands_like_a_flat_one():
+    nested = with_("methods.0.params", {"optimizer": {"name": "adam", "lr": {"loguniform": [1e-4, 1e-1]}},
+                                        "training": {"epochs": 1}})
+    flat = with_("methods.0.params", {"optimizer": "adam", "lr": {"loguniform": [1e-4, 1e-1]}, "epochs": 1})
+    for raw in (nested, flat):
+        raw["search"] = {"num_samples": 2, "seed": 5}
+    a, b = expand_configs(parse_study(nested)), expand_configs(parse_study(flat))
+    assert [c.params for c in a] == [c.params for c in b]  # same draws, same full params
+    assert set(a[0].searched) == {"optimizer.lr"} and set(b[0].searched) == {"lr"}
+    assert a[0].params["optimizer"] == {"name": "adam", "lr": a[0].searched["optimizer.lr"], "weight_decay": 0.0}
+
+
+def test_old_flat_method_keys_validate_with_one_note_each(tmp_path, capsys):
+    path = tmp_path / "flat.yaml"
+    path.write_text(yaml.safe_dump(with_("methods.0.params", {"optimizer": "adam", "lr": 0.01, "epochs": 2})))
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "clorch: note: methods[0].params: flat key 'lr' is deprecated" in err
+    assert "optimizer: {name: adam, lr: 0.01}" in err and "flat key 'epochs'" in err
 
 
 def test_setting_defaults_to_the_benchmarks_and_can_be_overridden():
@@ -148,6 +178,6 @@ def test_list_shows_methods_benchmarks_types_and_defaults(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "finetune" in out and "split_digits" in out and "permuted_digits" in out
-    assert "optimizer: sgd | adam | rmsprop | idbd = 'sgd'" in out
+    assert "optimizer: {name: sgd | adam | rmsprop | idbd, ...}" in out and "optimizer (sgd | adam | rmsprop | idbd = sgd)" in out
     assert "lr: float = 0.01  [>0.0, <=10.0]" in out
     assert "hidden: list[int (positive)] = [100, 100]" in out

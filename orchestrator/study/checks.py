@@ -129,15 +129,33 @@ def _validate(where: str, model: type[BaseModel], values: dict, at: str) -> list
                 NOTES.append(note)
     out = []
     for err in errors:
-        field = field_path(err["loc"])
+        field = field_path(_without_tags(err["loc"]))
         path = f"{where}.{at}" if at else (f"{where}.{field}" if field else where)
         message = err["msg"].removeprefix("Value error, ")
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            ctx = err.get("ctx", {})
+            message = f"{ctx.get('discriminator', 'name')} must be one of {ctx.get('expected_tags', '?')}"
         if err["type"] == "extra_forbidden":
             fields = list(model.model_fields) if len(err["loc"]) == 1 else []
             message = "unknown parameter" + (f"; allowed: {', '.join(fields)}" if fields else "")
         out.append((path, err.get("input", _MISSING) if err["type"] not in ("missing", "extra_forbidden") else _MISSING,
                     message))
     return out
+
+
+def _without_tags(loc: tuple) -> tuple:
+    """Drop the union tag pydantic puts in an error's location (``optimizer.sgd.lr`` -> ``optimizer.lr``)."""
+    from methods.components import Component
+
+    def tags(klass) -> set[str]:
+        out = {klass.tag} if klass.tag else set()
+        for sub in klass.__subclasses__():
+            out |= tags(sub)
+        return out
+
+    known = tags(Component)
+    return tuple(part for i, part in enumerate(loc) if not (i > 0 and isinstance(part, str) and part in known
+                                                            and isinstance(loc[i - 1], str)))
 
 
 NOTES: list[str] = []
