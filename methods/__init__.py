@@ -23,6 +23,8 @@ register = METHODS.register
 for _module in pkgutil.iter_modules(__path__):  # discovery: every file of the folder, in name order
     importlib.import_module(f"{__name__}.{_module.name}")
 
-from methods.finetune import Finetune as Learner  # noqa: E402 - the shared loop, for methods that want it
+from methods.finetune import Finetune as Learner  # noqa: E402 - the shared loop with hooks, for methods that want it
+from methods.params import GradientParams  # noqa: E402 - the components a Learner takes
 
-__all__ = ["Learner", "METHODS", "Method", "MethodContext", "TrainingDiverged", "register", "seed_everything"]
+__all__ = ["GradientParams", "Learner", "METHODS", "Method", "MethodContext", "TrainingDiverged", "register",
+           "seed_everything"]

@@ -70,16 +70,31 @@ class Finetune:
         self.scheduler = (LotScheduler(schedule, params.optimizer.lr, self.net, ctx.seed)
                           if isinstance(schedule, LotSchedule) else None)
 
+    # ---- hooks: a subclass (``methods.Learner``) overrides any of these; each is a no-op here
+    def begin_task(self, task_id: int, data: DeviceSplit) -> None:
+        """Before the task is trained (e.g. snapshot the model, grow a head)."""
+
+    def extra_loss(self, task_id: int) -> torch.Tensor | None:
+        """Added to the task's loss at every step (a regulariser); None adds nothing."""
+        return None
+
+    def end_task(self, task_id: int, data: DeviceSplit) -> dict[str, float]:
+        """After the task is trained (consolidate, fill a buffer); scalars returned are logged per task."""
+        return {}
+
     def learn_task(self, task_id: int, data: DeviceSplit) -> dict[str, float]:
+        self.begin_task(task_id, data)
         for penalty in self.penalties:
             begin = getattr(penalty, "begin_task", None)
             if begin is not None:
                 begin(self.net, task_id)
+        self._task_id = task_id
         info = self.train(lambda xb: self.net(xb, task_id), F.cross_entropy, data.x, data.y)
         for penalty in self.penalties:
             info.update(penalty.after_task(self.net, task_id, data))
         if self.scheduler is not None:
             info.update(self.scheduler.task_info())
+        info.update(self.end_task(task_id, data) or {})
         return info
 
     def trace(self) -> dict[str, list] | None:
@@ -102,11 +117,18 @@ class Finetune:
             steps = loop.epochs * num_batches(x.shape[0], loop.batch_size)
             scheduler.begin(opt, lambda xb, yb: criterion(forward(xb), yb), total_steps=steps)
         net.train()
+        # the extra_loss hook costs a call per step only when a subclass defines it
+        hook = self.extra_loss if type(self).extra_loss is not Finetune.extra_loss else None
+        task_id = getattr(self, "_task_id", None)
 
         def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             loss = criterion(forward(xb), yb)
             for penalty in penalties:
                 extra = penalty.loss(net)
+                if extra is not None:
+                    loss = loss + extra
+            if hook is not None:
+                extra = hook(task_id)
                 if extra is not None:
                     loss = loss + extra
             opt.zero_grad(set_to_none=True)

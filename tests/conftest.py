@@ -53,3 +53,24 @@ def _no_network(monkeypatch):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture
+def isolated_registries():
+    """Plugins a test loads are unregistered after it, so later tests see the built-ins only."""
+    import sys
+
+    import datasets
+    import methods
+    from orchestrator.study import plugins
+
+    before = (dict(methods.METHODS._entries), dict(datasets.BENCHMARKS._entries), dict(plugins._LOADED))
+    yield
+    for name in set(plugins._LOADED) - set(before[2]):
+        sys.modules.pop(name, None)
+    methods.METHODS._entries.clear()
+    methods.METHODS._entries.update(before[0])
+    datasets.BENCHMARKS._entries.clear()
+    datasets.BENCHMARKS._entries.update(before[1])
+    plugins._LOADED.clear()
+    plugins._LOADED.update(before[2])

@@ -65,7 +65,7 @@ def test_every_completed_trial_has_its_full_matrix_on_disk(finished_study):
         assert rec["status"] == "completed" and not np.isnan(A[-1]).any()
         for i, task in enumerate(rec["order"]):
             assert not np.isnan(A[i, task])
-        assert len(rec["timings"]) == 5 and rec["params"]["batch_size"] == 32
+        assert len(rec["timings"]) == 5 and rec["params"]["training"]["batch_size"] == 32
 
 
 def test_summary_statistics_equal_the_statistics_of_the_stored_matrices(finished_study):
@@ -134,7 +134,7 @@ def test_mlflow_config_runs_hold_the_robustness_statistics(finished_study):
             continue
         for key in ("acc_mean", "acc_std", "aopd", "mopd", "R"):
             assert run.data.metrics[key] == pytest.approx(e[key])
-        assert run.data.params["lr"] == json.dumps(e["params"]["lr"])
+        assert run.data.params["optimizer.lr"] == json.dumps(e["params"]["optimizer"]["lr"])
 
 
 def test_report_is_written_and_logged_to_the_study_run(finished_study):

@@ -22,6 +22,8 @@ from orchestrator.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.usefixtures("isolated_registries")
+
 PLAIN_METHOD = '''
 """A plugin: a plain class implementing the Method contract, registered under {name!r}."""
 import torch

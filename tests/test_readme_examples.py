@@ -5,6 +5,7 @@ marker), so the README cannot drift from what works.
 """
 from __future__ import annotations
 
+import pytest
 import re
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import yaml
 from orchestrator.cli import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+
+pytestmark = pytest.mark.usefixtures("isolated_registries")
 
 
 def examples() -> dict[str, str]:

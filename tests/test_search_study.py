@@ -107,7 +107,7 @@ def test_asha_stops_poor_trials_early_as_stopped_not_failed(ray_local, tmp_path)
     })
     assert code == 0  # stopping is the scheduler's decision, not a failure
     assert summary["trials_failed"] == 0 and summary["trials_stopped"] >= 1
-    by_lr = {e["params"]["lr"]: e for e in summary["configs"]}
+    by_lr = {e["params"]["optimizer"]["lr"]: e for e in summary["configs"]}
     assert by_lr[1e-6]["trials_stopped"] + by_lr[2e-6]["trials_stopped"] >= 1  # the hopeless ones
     records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "asha" / "trials").glob("*.json")]
     for r in records:

@@ -8,38 +8,15 @@ the position effect.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
 from orchestrator.report import bootstrap
 from orchestrator.study.schema import Config
+from orchestrator.report.config_result import ConfigResult
 from orchestrator.report.position import position_effect
 from orchestrator.results.summary import config_entry
 from orchestrator.results.records import TrialRecord, as_records
-
-
-@dataclass
-class ConfigResult:
-    config: Config
-    name: str                              # unique and short: the label, or "label #k" within a search
-    entry: dict[str, Any]                  # summary.config_entry: R, ACC/BWT/... mean and std, AOPD, MOPD
-    records: list[TrialRecord]             # every trial of the config, failed ones included
-    matrices: list[np.ndarray]             # completed trials only, aligned with ``orders``
-    orders: list[tuple[int, ...]]
-    acc_ci: tuple[float, float]
-    aopd_ci: tuple[float, float]
-    position: dict[str, Any] | None        # orchestrator.report.position.position_effect; None without trials
-
-    @property
-    def ok(self) -> bool:
-        """At least one completed trial: the config has numbers to show."""
-        return bool(self.matrices)
-
-    def finals(self) -> tuple[list[tuple[int, ...]], np.ndarray]:
-        """Distinct orders and their final accuracies (seeds averaged), as OPD sees them."""
-        return bootstrap.order_finals(self.matrices, self.orders)
 
 
 def configs_from_records(records: list[TrialRecord], summary: dict[str, Any] | None = None) -> list[Config]:

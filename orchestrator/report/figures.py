@@ -10,21 +10,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from orchestrator.report.analysis import ConfigResult
+from orchestrator.report.config_result import ConfigResult, config_colors
 from orchestrator.results.records import TrialRecord
 from orchestrator.results.stats import acc
-
-
-def config_colors(results: list[ConfigResult]) -> dict[str, Any]:
-    """One color per config name (tab10, tab20 beyond 10 configs, cycling beyond 20)."""
-    cmap = colormaps["tab10" if len(results) <= 10 else "tab20"]
-    return {r.name: cmap(i % cmap.N) for i, r in enumerate(results)}
 
 
 def _shown(results: list[ConfigResult]) -> list[ConfigResult]:

@@ -20,7 +20,8 @@ from typing import Any
 from orchestrator.report import bootstrap
 from orchestrator.report import figures
 from orchestrator.report import trace_figures
-from orchestrator.report.analysis import ConfigResult, analyse, searches
+from orchestrator.report.analysis import analyse, searches
+from orchestrator.report.config_result import ConfigResult
 from orchestrator.report.position import verdict
 from orchestrator.results.store import study_dir as results_study_dir
 from orchestrator.report.sources import StudyData, find_study_run, from_results, load_study

@@ -32,8 +32,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from orchestrator.report.analysis import ConfigResult
-from orchestrator.report.figures import config_colors
+from orchestrator.report.config_result import ConfigResult, config_colors
 from orchestrator.results.records import TrialRecord
 
 # the keys of a trace that place the steps, not series to draw

@@ -22,7 +22,17 @@ _MAX_PARAM = 6000
 
 
 def _params(d: dict[str, Any], prefix: str = "") -> list[Param]:
-    return [Param(f"{prefix}{k}", (v if isinstance(v, str) else json.dumps(v))[:_MAX_PARAM]) for k, v in d.items()]
+    """MLflow params by dotted path (``optimizer.lr``, ``penalties.0.lambda``), so the UI can filter and sort
+    on a component's field; lists of plain values (``network.hidden``) and other leaves as JSON text."""
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out += _params(v, f"{prefix}{k}.")
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            out += _params({str(i): x for i, x in enumerate(v)}, f"{prefix}{k}.")
+        else:
+            out.append(Param(f"{prefix}{k}", (v if isinstance(v, str) else json.dumps(v))[:_MAX_PARAM]))
+    return out
 
 
 def _metrics(d: dict[str, Any], step: int = 0, prefix: str = "") -> list[Metric]:
