@@ -77,10 +77,20 @@ class Benchmark:
     default_setting: Setting = "task_incremental"
     # regression_stream only: seed -> datasets.streams.Stream (drawn inside the trial)
     make_stream: Callable[[int], Any] | None = None
+    # what the val split is: held_out (carved from training, the default) | training_set (a trainability
+    # benchmark evaluated on what it trains on) | none (val_fraction 0); the report says which
+    validation: Literal["held_out", "training_set", "none"] = "held_out"
 
     @property
     def num_tasks(self) -> int:
         return len(self.tasks) if self.kind == "classification" else 1
+
+    @property
+    def validation_source(self) -> str:
+        """held_out | training_set | none: what the val matrices of this benchmark's trials measure."""
+        if not any(t.x_val is not None and len(t.x_val) > 0 for t in self.tasks):
+            return "none"
+        return self.validation
 
     @property
     def classes_per_task(self) -> tuple[int, ...]:

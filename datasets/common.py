@@ -51,7 +51,8 @@ class SplitParams(BaseModel):
     """Parameters every benchmark shares."""
 
     model_config = ConfigDict(extra="forbid")
-    val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="share of each task's training set held out for validation")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of each task's training set held out for "
+                                "validation (stratified, seeded): what a search chooses on; 0: no validation split")
     train_fraction: float = Field(1.0, gt=0.0, le=1.0, description="share of each task's training set used (after validation is held out)")
     split_seed: int = Field(0, description="seed of the validation split and training subsample")
 

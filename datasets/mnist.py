@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -171,6 +171,7 @@ def rotated_mnist(p: RotatedMnistParams, ctx: LoadContext | None = None) -> Benc
 
 # ---------------------------------------------------------------- random labels
 class RandomLabelMnistParams(_MnistParams):
+    validates_on_training_set: ClassVar[bool] = True  # trainability: the val matrices are on the training set
     num_tasks: int = Field(50, ge=1, le=100_000, description="tasks, each with fresh random labels")
     num_images: int = Field(1000, ge=10, le=60_000, description="size N of the fixed image subset")
     label_seed: int = Field(0, description="seed of the image subset and of every task's labels")
@@ -187,5 +188,6 @@ def random_label_mnist(p: RandomLabelMnistParams, ctx: LoadContext | None = None
     for k in range(p.num_tasks):  # one image array shared by every task (stored once)
         y = rng.integers(0, 10, p.num_images).astype(np.int64)
         tasks.append(Task(f"random labels {k}", x, y, x, y, n_classes=10, classes=tuple(range(10)),
-                          normalization=norm))
-    return Benchmark("random_label_mnist", tuple(tasks), (784,), default_setting="domain_incremental")
+                          x_val=x, y_val=y, normalization=norm))  # trainability: validation IS the training set
+    return Benchmark("random_label_mnist", tuple(tasks), (784,), default_setting="domain_incremental",
+                     validation="training_set")

@@ -57,7 +57,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import torch
 import torch.nn.functional as F
@@ -136,6 +136,17 @@ class HALRPParams(BaseModel):
             raise ValueError("halrp has its own schedule: set training: {reset_optimizer: true} (every HALRP phase "
                              "starts a fresh optimiser)")
         return self
+
+    OFFICIAL_VAL_FRACTION: ClassVar[float] = 0.2  # the authors hold out 20% of each task's training set
+
+    def benchmark_notes(self, benchmark: str, params: Any) -> list[str]:
+        """A preset is the authors' run, whose layer importance is taken on a 20% validation split."""
+        val = getattr(params, "val_fraction", None)
+        if self.preset is None or val is None or val == self.OFFICIAL_VAL_FRACTION:
+            return []
+        return [f"halrp preset {self.preset!r} is the authors' run with benchmark.params.val_fraction "
+                f"{self.OFFICIAL_VAL_FRACTION:g}; this study has {val:g} (set it to {self.OFFICIAL_VAL_FRACTION:g} "
+                "to match their data)"]
 
 
 def layer_importance(backbone: nn.Module, head: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor,

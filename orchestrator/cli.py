@@ -123,8 +123,10 @@ def _report_after_run(study, summary: dict) -> None:
 
 def _print_notes() -> None:
     """What validation noticed but accepts (old flat method keys), one line each, on stderr."""
-    from orchestrator.study.checks import NOTES
+    from orchestrator.study.checks import NOTES, WARNINGS
 
+    for warning in WARNINGS:
+        print(f"clorch: warning: {warning}", file=sys.stderr)
     for note in NOTES:
         print(f"clorch: note: {note}", file=sys.stderr)
 

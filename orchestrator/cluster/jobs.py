@@ -332,8 +332,10 @@ def submit_command(args: Any) -> int:
     except JobError as e:
         print(f"clorch: {e}", file=sys.stderr)
         return 2
-    from orchestrator.study.checks import NOTES
+    from orchestrator.study.checks import NOTES, WARNINGS
 
+    for warning in WARNINGS:
+        print(f"clorch: warning: {warning}", file=sys.stderr)
     for note in NOTES:
         print(f"clorch: note: {note}", file=sys.stderr)
     for warning in path_warnings(study, args.data_root):

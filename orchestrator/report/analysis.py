@@ -66,6 +66,7 @@ def analyse(records: list[TrialRecord | dict[str, Any]], summary: dict[str, Any]
     records = as_records(records)
     configs = configs_from_records(records, summary)
     kw = {"n_resamples": n_resamples, "confidence": confidence, "seed": seed}
+    selection = (summary or {}).get("selection", "val")
     out = []
     for config, name in zip(configs, display_names(configs)):
         mine = [r for r in records if r.config_id == config.config_id]
@@ -74,7 +75,7 @@ def analyse(records: list[TrialRecord | dict[str, Any]], summary: dict[str, Any]
         orders = [r.order for r in done]
         nan = (float("nan"), float("nan"))
         out.append(ConfigResult(
-            config=config, name=name, entry=config_entry(config, mine), records=mine,
+            config=config, name=name, entry=config_entry(config, mine, selection=selection), records=mine,
             matrices=matrices, orders=orders,
             acc_ci=bootstrap.acc_ci(matrices, orders, **kw) if done else nan,
             aopd_ci=bootstrap.aopd_ci(matrices, orders, **kw) if done else nan,

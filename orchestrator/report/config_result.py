@@ -42,3 +42,14 @@ def config_colors(results: list[ConfigResult]) -> dict[str, Any]:
     """One color per config name (tab10, tab20 beyond 10 configs, cycling beyond 20)."""
     cmap = colormaps["tab10" if len(results) <= 10 else "tab20"]
     return {r.name: cmap(i % cmap.N) for i, r in enumerate(results)}
+
+
+def chosen_on(r: ConfigResult) -> str:
+    """The split whose numbers choose among configs (frontier, best): validation when the entry has it."""
+    return "val" if r.entry.get("objective_split", "val") == "val" and r.entry.get("val") else "test"
+
+
+def choice_point(r: ConfigResult) -> tuple[float | None, float | None]:
+    """(AOPD, ACC) as the frontier compares them: on validation when the study selects on validation."""
+    e = r.entry["val"] if chosen_on(r) == "val" else r.entry
+    return e.get("aopd"), e.get("acc_mean")

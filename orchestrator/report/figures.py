@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from matplotlib.figure import Figure
 
-from orchestrator.report.config_result import ConfigResult, config_colors
+from orchestrator.report.config_result import ConfigResult, choice_point, chosen_on, config_colors
 from orchestrator.results.records import TrialRecord
 from orchestrator.results.stats import acc
 
@@ -139,20 +139,22 @@ def acc_vs_aopd(results: list[ConfigResult]) -> Figure:
     colors = config_colors(results)
     fig = Figure(figsize=(6.5, 5.0), layout="constrained")
     ax = fig.subplots()
-    points = [(r.entry["aopd"], r.entry["acc_mean"]) for r in shown]
+    points = [(r.entry["aopd"], r.entry["acc_mean"]) for r in shown]  # drawn: test (what is reported)
+    choosing = [choice_point(r) for r in shown]  # the frontier is chosen on validation when there is one
     for r, (x, y) in zip(shown, points):
         ax.plot(r.aopd_ci, [y, y], color=colors[r.name], lw=1.5, alpha=0.6)
         ax.plot([x, x], r.acc_ci, color=colors[r.name], lw=1.5, alpha=0.6)
         ax.scatter([x], [y], s=40, color=colors[r.name], zorder=3, label=f"{r.name} (R={r.entry['R']})")
         ax.annotate(r.name, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
-    best = frontier(points)
+    best = frontier(choosing) if all(None not in p for p in choosing) else frontier(points)
+    split = "validation" if shown and chosen_on(shown[0]) == "val" else "test"
     if best:
         ax.scatter([points[i][0] for i in best], [points[i][1] for i in best], s=140, facecolors="none",
-                   edgecolors="black", zorder=4, label="frontier (not beaten on both)")
+                   edgecolors="black", zorder=4, label=f"frontier, chosen on {split} (not beaten on both)")
     if len(best) > 1:
         ax.plot([points[i][0] for i in best], [points[i][1] for i in best], "k--", lw=1)
-    ax.set_xlabel("AOPD (points; lower = more robust to the order)")
-    ax.set_ylabel("ACC (%)")
+    ax.set_xlabel("test AOPD (points; lower = more robust to the order)")
+    ax.set_ylabel("test ACC (%)")
     ax.set_title("Accuracy against order sensitivity (lines: bootstrap intervals over orders)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

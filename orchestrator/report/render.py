@@ -21,7 +21,7 @@ from orchestrator.report import bootstrap
 from orchestrator.report import figures
 from orchestrator.report import trace_figures
 from orchestrator.report.analysis import analyse, searches
-from orchestrator.report.config_result import ConfigResult
+from orchestrator.report.config_result import ConfigResult, choice_point, chosen_on
 from orchestrator.report.position import verdict
 from orchestrator.results.store import study_dir as results_study_dir
 from orchestrator.report.sources import StudyData, find_study_run, from_results, load_study
@@ -153,6 +153,23 @@ def _failures(data: StudyData) -> list[str]:
     return lines + [""]
 
 
+VALIDATION_SOURCES = {
+    "held_out": "a validation split held out of each task's training set",
+    "training_set": "the training set itself (a trainability benchmark: it is evaluated on what it trains on)",
+    "none": "none (val_fraction 0)",
+}
+
+
+def _selection_line(summary: dict) -> str:
+    """Which split chose and which is reported: the first thing a reviewer asks."""
+    source = VALIDATION_SOURCES.get(summary.get("validation", ""), "unknown (an older study)")
+    if summary.get("selection", "val") == "test":
+        return (f"**SELECTED ON TEST** (search.selection: test): every choice (objective, ASHA, best config, "
+                f"frontier) read the test numbers reported here, which are therefore optimistic; validation: {source}")
+    return (f"selection on validation: every choice (objective, ASHA, Optuna, best config, frontier) read the "
+            f"validation matrices; every number in the tables is on test. Validation: {source}")
+
+
 def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str, str],
            n_resamples: int, confidence: float, seed: int) -> str:
     """report.md's text. ``figure_files``: figure name -> path relative to report.md."""
@@ -171,7 +188,8 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
         f"- benchmark: {bench}, {T} tasks, setting {records[0].setting or '–'}",
         f"- {len(orders)} distinct orders × {len(seeds)} seed(s) {seeds} × {len(results)} configs = "
         f"{len(records)} trials, {failed} failed" + (f", {stopped} stopped early" if stopped else ""),
-        f"- generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", "",
+        f"- generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- {_selection_line(summary)}", "",
     ]
     lines += [f"- note: {n}" for n in data.notes]
     lines += ["## Comparison", ""]
@@ -186,11 +204,12 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
               f"with replacement, seed {seed}). A resample can only narrow a range, so the AOPD interval sits "
               f"at or below AOPD and can exclude it: read it as how much AOPD moves with the orders drawn, "
               f"and take AOPD from few orders as optimistic." + _few_orders_note(results), ""]
-    ranked = [r for r in results if r.ok and r.entry["aopd"] is not None and r.entry["acc_mean"] is not None]
+    ranked = [r for r in results if r.ok and None not in choice_point(r)]
     if ranked:
-        best = figures.frontier([(r.entry["aopd"], r.entry["acc_mean"]) for r in ranked])
-        lines += [f"Robustness frontier (no other config has both a higher ACC and a lower AOPD): "
-                  f"{', '.join(ranked[i].name for i in best)}.", ""]
+        best = figures.frontier([choice_point(r) for r in ranked])
+        split = "validation" if chosen_on(ranked[0]) == "val" else "TEST"
+        lines += [f"Robustness frontier, chosen on {split} (no other config has both a higher ACC and a lower "
+                  f"AOPD there; the table shows their test numbers): {', '.join(ranked[i].name for i in best)}.", ""]
     lines += _configs_section(results)
     lines += ["## Position effect", "",
               "Does learning a task later help or hurt it? For each order r and task j, d = final accuracy of "
@@ -219,8 +238,9 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
             b = chosen.get(label)
             winner = next((r for r in ok if b and r.config.config_id == b["config_id"]), None)
             if winner is not None and b.get("objective") is not None:
-                line = (f"- best {label} by {objective}: {winner.name} (objective {_num(b['objective'])} on the "
-                        f"search orders; ACC {_pm(winner.entry['acc_mean'], winner.entry['acc_std'])}, "
+                split = "validation" if summary.get("selection", "val") == "val" else "TEST"
+                line = (f"- best {label} by {objective} on {split}: {winner.name} (objective {_num(b['objective'])} "
+                        f"on the search orders; test ACC {_pm(winner.entry['acc_mean'], winner.entry['acc_std'])}, "
                         f"AOPD {_num(winner.entry['aopd'])})")
                 f = b.get("fresh")
                 if f and f.get("objective") is not None:

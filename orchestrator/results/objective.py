@@ -23,8 +23,11 @@ from orchestrator.results.records import TrialRecord, as_records, completed
 from orchestrator.study.schema import ObjectiveSpec
 
 
-def objective_value(spec: ObjectiveSpec, records: Sequence[TrialRecord | dict[str, Any]]) -> float:
-    """Score of one config from its completed trial records; NaN when there is nothing to score.
+def objective_value(spec: ObjectiveSpec, records: Sequence[TrialRecord | dict[str, Any]], split: str = "val") -> float:
+    """Score of one config from its completed trial records on ``split``; NaN when there is nothing to score.
+
+    ``split`` is the study's ``search.selection``: validation by default, so what chooses a config is never
+    the test data its numbers are reported on.
 
     The records' own type computes it (``TrialRecord.objective``): for
     classification the study's objective over the accuracy matrices
@@ -33,7 +36,7 @@ def objective_value(spec: ObjectiveSpec, records: Sequence[TrialRecord | dict[st
     done = completed(as_records(records))
     if not done:
         return float("nan")
-    return type(done[0]).objective(spec, done)
+    return type(done[0]).objective(spec, done, split)
 
 
 def describe(spec: ObjectiveSpec) -> str:

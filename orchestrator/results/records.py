@@ -169,12 +169,16 @@ class TrialRecord:
         return iter(self.to_json())
 
     # ------------------------------------------------------------ per-kind behaviour
-    def stats(self) -> dict[str, float] | None:
-        """The per-trial statistics (None unless completed)."""
+    def stats(self, split: str = "test") -> dict[str, float] | None:
+        """The per-trial statistics on ``split`` (test: what is reported; val: what chooses); None unless completed."""
         raise NotImplementedError
 
-    def matrix(self) -> np.ndarray:
+    def matrix(self, split: str = "test") -> np.ndarray:
         raise NotImplementedError
+
+    def has_split(self, split: str) -> bool:
+        """Whether the record has accuracies on ``split`` (a benchmark without validation has none on val)."""
+        return split == "test"
 
     def mlflow_metrics(self) -> list[tuple[str, float, int]]:
         """(name, value, step) of every metric the trial's MLflow run gets; finite numbers only."""
@@ -191,8 +195,8 @@ class TrialRecord:
         return [(k, float(v), 0) for k, v in (values or {}).items() if _finite(v)]
 
     @classmethod
-    def config_stats(cls, records: Sequence["TrialRecord"]) -> dict[str, Any]:
-        """The summary's statistics of one config from its completed records (at least one)."""
+    def config_stats(cls, records: Sequence["TrialRecord"], split: str = "test") -> dict[str, Any]:
+        """The summary's statistics of one config from its completed records (at least one), on ``split``."""
         raise NotImplementedError
 
     @classmethod
@@ -201,8 +205,9 @@ class TrialRecord:
         raise NotImplementedError
 
     @classmethod
-    def objective(cls, spec: ObjectiveSpec, records: Sequence["TrialRecord"]) -> float:
-        """The search objective (higher is better) of one config from its completed records (at least one)."""
+    def objective(cls, spec: ObjectiveSpec, records: Sequence["TrialRecord"], split: str = "val") -> float:
+        """The search objective (higher is better) of one config from its completed records (at least one),
+        on ``split``: validation unless a study says ``search.selection: test``."""
         raise NotImplementedError
 
 
@@ -214,7 +219,8 @@ class ClassificationRecord(TrialRecord):
     ordered: ClassVar[bool] = True
 
     num_tasks: int
-    rows: list[list[float | None]]     # the matrix as JSON, num_tasks x num_tasks, None where not evaluated
+    rows: list[list[float | None]]     # the TEST matrix as JSON, num_tasks x num_tasks, None where not evaluated
+    val_rows: list[list[float | None]] | None = None  # the same on the validation splits (None: the benchmark has none)
     tasks_done: int = 0
     task_info: list[dict[str, float]] = field(default_factory=list)  # per task position: the method's info_* scalars
     series: dict[str, list[Any]] = field(default_factory=dict)     # per name: a value per task position
@@ -231,30 +237,46 @@ class ClassificationRecord(TrialRecord):
         and ``series`` ({name: value}) when the method has ``task_series()``.
         """
         matrix: list[list[float | None]] = [[None] * num_tasks for _ in range(num_tasks)]
+        val = [[None] * num_tasks for _ in range(num_tasks)] if any(r.get("val_row") for r in rows) else None
         series: dict[str, list[Any]] = {}
         for k, row in enumerate(rows):
             matrix[row["position"]] = [None if v is None or v != v else float(v) for v in row["row"]]
+            if val is not None and row.get("val_row"):
+                val[row["position"]] = [None if v is None or v != v else float(v) for v in row["val_row"]]
             for name, value in (row.get("series") or {}).items():
                 series.setdefault(name, [None] * len(rows))[k] = _json_value(value)
         return cls(**cls._spec_kwargs(spec), status=status, error=error, num_tasks=num_tasks, rows=matrix,
-                   tasks_done=len(rows),
+                   val_rows=val, tasks_done=len(rows),
                    timings=[{"position": r["position"], "task_id": r["task_id"], "train_s": r["train_s"],
                              "eval_s": r["eval_s"]} for r in rows],
                    task_info=[{k: v for k, v in r.items() if k.startswith("info_")} for r in rows],
                    series=series, trace=trace, started_at=started_at, wall_s=wall_s, resumed_at=list(resumed_at))
 
-    def matrix(self) -> np.ndarray:
-        """The accuracy matrix, NaN where a task was not evaluated (or not reached)."""
-        return np.array([[np.nan if v is None else v for v in row] for row in self.rows], dtype=float) \
+    def matrix(self, split: str = "test") -> np.ndarray:
+        """The accuracy matrix on ``split`` (test | val), NaN where a task was not evaluated (or not reached)."""
+        rows = self.rows if split == "test" else self.val_rows
+        if split not in ("test", "val"):
+            raise ValueError(f"split must be test or val, not {split!r}")
+        if rows is None:
+            return np.full((self.num_tasks, self.num_tasks), np.nan)
+        return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float) \
             .reshape(self.num_tasks, self.num_tasks)
 
-    def stats(self) -> dict[str, float] | None:
-        return stats.trial_stats(self.matrix(), self.order) if self.completed else None
+    def has_split(self, split: str) -> bool:
+        return split == "test" or (split == "val" and self.val_rows is not None)
+
+    def stats(self, split: str = "test") -> dict[str, float] | None:
+        if not self.completed or not self.has_split(split):
+            return None
+        return stats.trial_stats(self.matrix(split), self.order)
 
     def mlflow_metrics(self) -> list[tuple[str, float, int]]:
         out = self._stat_metrics(self.stats())
+        out += [(f"val_{k}", v, step) for k, v, step in self._stat_metrics(self.stats("val"))]
         for position, row in enumerate(self.rows[:self.tasks_done]):
             out += [(f"acc_task_{j}", float(v), position) for j, v in enumerate(row) if _finite(v)]
+        for position, row in enumerate((self.val_rows or [])[:self.tasks_done]):
+            out += [(f"val_acc_task_{j}", float(v), position) for j, v in enumerate(row) if _finite(v)]
         out += self._timing_metrics()
         for position, info in enumerate(self.task_info):
             out += [(k, float(v), position) for k, v in info.items() if _finite(v)]
@@ -269,7 +291,8 @@ class ClassificationRecord(TrialRecord):
 
     def to_json(self) -> dict[str, Any]:
         d = {**self._common_json(), "record_version": RECORD_VERSION, "num_tasks": self.num_tasks,
-             "tasks_done": self.tasks_done, "matrix": [list(r) for r in self.rows], **self._tail_json(),
+             "tasks_done": self.tasks_done, "matrix": [list(r) for r in self.rows],
+             "val_matrix": None if self.val_rows is None else [list(r) for r in self.val_rows], **self._tail_json(),
              "task_info": [dict(i) for i in self.task_info], "series": {k: list(v) for k, v in self.series.items()}}
         if self.trace is not None:
             d["trace"] = self.trace
@@ -280,16 +303,18 @@ class ClassificationRecord(TrialRecord):
         rows = d.get("matrix") or []
         num_tasks = int(d.get("num_tasks") or len(rows))
         rows = [list(r) for r in rows] or [[None] * num_tasks for _ in range(num_tasks)]
-        known = {f.name for f in fields(cls)} | {"kind", "record_version", "matrix"}
+        known = {f.name for f in fields(cls)} | {"kind", "record_version", "matrix", "val_matrix"}
+        val = d.get("val_matrix")
         return cls(**cls._common_from_json(d), num_tasks=num_tasks, rows=rows,
+                   val_rows=None if val is None else [list(r) for r in val],
                    tasks_done=int(d.get("tasks_done", sum(any(v is not None for v in r) for r in rows))),
                    task_info=[dict(i) for i in d.get("task_info") or []],
                    series={k: list(v) for k, v in (d.get("series") or {}).items()}, trace=d.get("trace"),
                    extra={k: v for k, v in d.items() if k not in known})
 
     @classmethod
-    def config_stats(cls, records: Sequence[TrialRecord]) -> dict[str, Any]:
-        return stats.config_stats([r.matrix() for r in records], [r.order for r in records])
+    def config_stats(cls, records: Sequence[TrialRecord], split: str = "test") -> dict[str, Any]:
+        return stats.config_stats([r.matrix(split) for r in records], [r.order for r in records])
 
     @classmethod
     def empty_config_stats(cls) -> dict[str, Any]:
@@ -297,8 +322,8 @@ class ClassificationRecord(TrialRecord):
                            for s in ("mean", "std")}, "aopd": None, "mopd": None, "opd_per_task": None}
 
     @classmethod
-    def objective(cls, spec: ObjectiveSpec, records: Sequence[TrialRecord]) -> float:
-        return stats.order_objective([r.matrix() for r in records], [r.order for r in records],
+    def objective(cls, spec: ObjectiveSpec, records: Sequence[TrialRecord], split: str = "val") -> float:
+        return stats.order_objective([r.matrix(split) for r in records], [r.order for r in records],
                                      spec.kind, k=spec.k, c=spec.c)
 
 
@@ -340,11 +365,14 @@ class StreamRecord(TrialRecord):
         return cls(**cls._spec_kwargs(spec), status=status, error=error,
                    **{k: v for k, v in timing.items() if k in ("started_at", "wall_s")})
 
-    def matrix(self) -> np.ndarray:
+    def matrix(self, split: str = "test") -> np.ndarray:
         """A stream has no tasks: an empty 0 x 0 matrix."""
         return np.zeros((0, 0))
 
-    def stats(self) -> dict[str, float] | None:
+    def has_split(self, split: str) -> bool:
+        return True  # a stream is scored by its own prequential error: there is no split to choose on
+
+    def stats(self, split: str = "test") -> dict[str, float] | None:
         return {"mse": self.mse} if self.completed and self.mse is not None else None
 
     def mlflow_metrics(self) -> list[tuple[str, float, int]]:
@@ -370,7 +398,7 @@ class StreamRecord(TrialRecord):
                    truth=dict(d.get("truth") or {}), extra={k: v for k, v in d.items() if k not in known})
 
     @classmethod
-    def config_stats(cls, records: Sequence[TrialRecord]) -> dict[str, Any]:
+    def config_stats(cls, records: Sequence[TrialRecord], split: str = "test") -> dict[str, Any]:
         """A stream config over its seeds: mean squared error (all steps), and per time window."""
         mse = np.array([r.mse for r in records], dtype=float)
         windows = np.array([r.window_mse for r in records], dtype=float)
@@ -383,7 +411,7 @@ class StreamRecord(TrialRecord):
         return {"kind": cls.kind, "seeds": 0, "mse_mean": None, "mse_std": None}
 
     @classmethod
-    def objective(cls, spec: ObjectiveSpec, records: Sequence[TrialRecord]) -> float:
+    def objective(cls, spec: ObjectiveSpec, records: Sequence[TrialRecord], split: str = "val") -> float:
         """-MSE (mean over seeds), whatever the study's objective: a stream has no orders to aggregate."""
         return -float(np.mean([r.mse for r in records]))
 

@@ -15,9 +15,17 @@ def trial_stats(record: TrialRecord | dict[str, Any]) -> dict[str, float] | None
     return as_record(record).stats()
 
 
+VAL_KEYS = ("acc_mean", "acc_std", "bwt_mean", "forgetting_mean", "task_acc_mean", "aopd", "mopd")
+
+
 def config_entry(config: Config, records: Sequence[TrialRecord | dict[str, Any]],
-                 objective: ObjectiveSpec | None = None, kind: str | None = None) -> dict[str, Any]:
-    """One config's row of the summary; ``kind`` (the benchmark's) shapes the row of a config with no record."""
+                 objective: ObjectiveSpec | None = None, kind: str | None = None,
+                 selection: str = "val") -> dict[str, Any]:
+    """One config's row of the summary; ``kind`` (the benchmark's) shapes the row of a config with no record.
+
+    The statistics at the top level are on TEST (what a table reports); ``objective`` is on ``selection``
+    (validation by default: what chooses), and ``val`` holds the main statistics on validation.
+    """
     records = as_records(records)
     done = completed(records)
     entry: dict[str, Any] = {
@@ -25,23 +33,27 @@ def config_entry(config: Config, records: Sequence[TrialRecord | dict[str, Any]]
         "params": config.params, "searched": config.searched,
         "trials": len(records), "trials_failed": sum(r.status == "failed" for r in records),
         "trials_stopped": sum(r.status == "stopped" for r in records),
-        "objective": objective_value(objective or ObjectiveSpec(), records),
+        "objective": objective_value(objective or ObjectiveSpec(), records, selection),
+        "objective_split": selection,
     }
     kind_of = type(records[0]) if records else record_type(kind)
     entry.update(kind_of.config_stats(done) if done else kind_of.empty_config_stats())
+    if done and kind_of.ordered and all(r.has_split("val") for r in done):
+        val = kind_of.config_stats(done, "val")
+        entry["val"] = {k: val[k] for k in VAL_KEYS}
     entry["trials"] = len(records)  # config_stats counts completed ones only
     return entry
 
 
 def build_summary(study_name: str, meta: dict[str, Any], configs: list[Config],
                   records: Sequence[TrialRecord | dict[str, Any]], objective: ObjectiveSpec | None = None,
-                  fresh_suffix: str = "@fresh") -> dict[str, Any]:
+                  fresh_suffix: str = "@fresh", selection: str = "val") -> dict[str, Any]:
     records = as_records(records)
     by_config: dict[str, list[TrialRecord]] = {c.config_id: [] for c in configs}
     for r in records:
         by_config.setdefault(r.config_id, []).append(r)
-    entries = [config_entry(c, by_config[c.config_id], objective, meta.get("kind")) for c in configs]
-    return {"study": study_name, **meta, "trials_total": len(records),
+    entries = [config_entry(c, by_config[c.config_id], objective, meta.get("kind"), selection) for c in configs]
+    return {"study": study_name, **meta, "selection": selection, "trials_total": len(records),
             "trials_failed": sum(e["trials_failed"] for e in entries),
             "trials_stopped": sum(e["trials_stopped"] for e in entries), "configs": entries,
             "best": best_per_label(entries, fresh_suffix)}
@@ -108,7 +120,8 @@ def _best_lines(summary: dict[str, Any]) -> str:
     for label, b in summary.get("best", {}).items():
         line = f"  {label}: {b['metric']} {b['value']:.4g}"
         if b["metric"] != "mse_mean":
-            line += f", objective ({objective}) {b['objective']:.4g} on the search orders"
+            split = "validation" if summary.get("selection", "val") == "val" else "TEST (selection: test)"
+            line += f" on test; chosen by {objective} {b['objective']:.4g} on {split}, the search orders"
         line += f" at {b['searched']}" if b["searched"] else ""
         f = b.get("fresh")
         if f and f.get("objective") is not None:
@@ -139,6 +152,8 @@ def format_table(summary: dict[str, Any]) -> str:
         rows.append([_name(e), str(e["R"]), _pm(e["acc_mean"], e["acc_std"]), _pm(e["bwt_mean"], e["bwt_std"]),
                      _pm(e["forgetting_mean"], e["forgetting_std"]), _pm(e["task_acc_mean"], e["task_acc_std"]),
                      _num(e["aopd"]), _num(e["mopd"]), _failed(e)])
-    text = _grid(rows) + "\n(accuracies in %, mean ± sample std over trials; OPD over R orders)"
+    text = _grid(rows) + "\n(test accuracies in %, mean ± sample std over trials; OPD over R orders)"
     searched = any(e["searched"] for e in summary["configs"])
+    if searched and summary.get("selection") == "test":
+        text += "\nwarning: configs were SELECTED ON TEST (search.selection: test): the best configs' numbers are optimistic"
     return text + (_best_lines(summary) if searched else "")

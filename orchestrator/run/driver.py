@@ -154,7 +154,7 @@ class TuneRuns:
             recs = self.recorder.records_of(make_config(study, method_index, searched).config_id)
             if len(recs) < members or any(not r.completed for r in recs):
                 return None
-            value = objective_value(study.search.objective, recs)
+            value = objective_value(study.search.objective, recs, study.search.selection)
             return value if value == value else None
 
         searcher = order_searcher(study, method_index, spaces, expand, evaluated, known)
@@ -170,7 +170,7 @@ class TuneRuns:
         out = []
         for recs in by_config.values():
             if len(recs) == members:
-                value = objective_value(self.study.search.objective, recs)
+                value = objective_value(self.study.search.objective, recs, self.study.search.selection)
                 if value == value:
                     out.append(({k: _searched_value(recs[0], k) for k in spaces}, value))
         return out
@@ -240,13 +240,15 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
 
     all_configs = list(recorder.configs.values())
     records = [r for c in all_configs for r in recorder.records_of(c.config_id)]
-    meta = {"benchmark": study.benchmark.model_dump(), "kind": benchmark.kind, "num_tasks": benchmark.num_tasks, "setting": setting,
+    meta = {"benchmark": study.benchmark.model_dump(), "kind": benchmark.kind,
+            "validation": benchmark.validation_source, "num_tasks": benchmark.num_tasks, "setting": setting,
             "orders": [list(o) for o in orders], "final_orders": [list(o) for o in study.final_orders()],
             "seeds": study.seeds, "wall_s": time.monotonic() - started,
             "search": {"algorithm": study.search.algorithm, "objective": study.search.objective.model_dump(),
                        "objective_text": describe(study.search.objective),
                        "scheduler": study.search.scheduler.kind}}
-    summary = build_summary(study.name, meta, all_configs, records, study.search.objective, FRESH)
+    summary = build_summary(study.name, meta, all_configs, records, study.search.objective, FRESH,
+                            study.search.selection)
     summary["mlflow_study_run"] = tracker.study_run  # where the report (written by the caller) is logged
     write_json(out / "summary.json", summary)
     for entry in summary["configs"]:
@@ -309,7 +311,8 @@ def _fresh_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[T
     # A label with one config chose nothing, so nothing is flattered. The winner is picked by the
     # summary's own rule (best_per_label), so the re-run is always the config the summary calls best.
     chosen = {label: configs for label, configs in by_label.items() if len(configs) >= 2}
-    best = best_per_label([config_entry(c, recorder.records_of(c.config_id), study.search.objective)
+    best = best_per_label([config_entry(c, recorder.records_of(c.config_id), study.search.objective,
+                                       selection=study.search.selection)
                            for configs in chosen.values() for c in configs], FRESH)
     trials: list[TrialSpec] = []
     for label in chosen:

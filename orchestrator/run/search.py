@@ -8,9 +8,10 @@ as JSON text (Optuna's categories must be scalars; ours may be lists, e.g.
 ``hidden``), and decoded before the config is built.
 
 ASHA (``search.scheduler.kind: asha``) stops single trials early, with "tasks
-learned" as its time unit and the accuracy on the tasks seen so far
-(``acc_seen``) as its metric; check_study allows it only with the mean-ACC
-objective (see there for why).
+learned" as its time unit and the VALIDATION accuracy on the tasks seen so
+far (``val_acc_seen``; ``acc_seen``, on test, only with ``search.selection:
+test``) as its metric; check_study allows it only with the mean-ACC objective
+(see there for why).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from orchestrator.results.objective import objective_value
 from orchestrator.study.schema import Choice, Grid, LogUniform, Study, Uniform
 from orchestrator.run.searcher import OrderAggregatingSearcher
 
-ASHA_METRIC = "acc_seen"
+ASHA_METRICS = {"val": "val_acc_seen", "test": "acc_seen"}  # by search.selection
 ASHA_TIME = "tasks_learned"
 
 
@@ -70,7 +71,7 @@ def order_searcher(study: Study, method_index: int, spaces: dict[str, Any],
                          points_to_evaluate=points or None,
                          evaluated_rewards=[value for _, value in evaluated] or None)
     return OrderAggregatingSearcher(inner, lambda s: members(decode(s, spaces)),
-                                    lambda records: objective_value(study.search.objective, records),
+                                    lambda records: objective_value(study.search.objective, records, study.search.selection),
                                     known=None if known is None else (lambda s: known(decode(s, spaces))))
 
 
@@ -78,5 +79,6 @@ def asha(study: Study, num_tasks: int):
     from ray.tune.schedulers import ASHAScheduler
 
     spec = study.search.scheduler
-    return ASHAScheduler(time_attr=ASHA_TIME, metric=ASHA_METRIC, mode="max", max_t=num_tasks,
+    return ASHAScheduler(time_attr=ASHA_TIME, metric=ASHA_METRICS[study.search.selection], mode="max",
+                         max_t=num_tasks,
                          grace_period=min(spec.grace_tasks, num_tasks), reduction_factor=spec.reduction_factor)

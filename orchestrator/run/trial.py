@@ -60,7 +60,9 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
 
     T = benchmark.num_tasks
     matrix = np.full((T, T), np.nan)
+    val_matrix = np.full((T, T), np.nan)
     test = [task.on(device, "test") for task in benchmark.tasks]  # moved once, reused every row
+    val = [task.on(device, "val") if _has_val(task) else None for task in benchmark.tasks]
     rows: list[dict[str, Any]] = []
     resumed_at: list[int] = []
     start = 0
@@ -69,6 +71,8 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
         rows = [dict(r) for r in resume.rows]
         for r in rows:
             matrix[r["position"]] = [np.nan if v is None else v for v in r["row"]]
+            if r.get("val_row") is not None:
+                val_matrix[r["position"]] = [np.nan if v is None else v for v in r["val_row"]]
         restore_rng(resume.rng)
         start = resume.tasks_done
         resumed_at = [*resume.resumed_at, start]
@@ -85,14 +89,19 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
         _sync(device)
         trained = time.perf_counter()
         targets = range(T) if spec.evaluate_unseen else spec.order[:position + 1]
-        for j in targets:
+        for j in targets:  # every task on test (what is reported) and on validation (what chooses)
             matrix[position, j] = accuracy(lambda x, j=j: method.predict(x, j), test[j].x, test[j].y)
+            if val[j] is not None:
+                val_matrix[position, j] = accuracy(lambda x, j=j: method.predict(x, j), val[j].x, val[j].y)
         evaluated = time.perf_counter()
+        seen = list(spec.order[:position + 1])
         series = _task_series(method)
         row = {
             "position": position, "tasks_learned": position + 1, "task_id": task_id,
             "row": to_json_row(matrix[position]),
-            "acc_seen": float(np.nanmean(matrix[position, list(spec.order[:position + 1])])),
+            "val_row": to_json_row(val_matrix[position]) if any(v is not None for v in val) else None,
+            "acc_seen": float(np.nanmean(matrix[position, seen])),
+            "val_acc_seen": _mean_or_nan(val_matrix[position, seen]),
             "train_s": trained - started, "eval_s": evaluated - trained,
             **{f"info_{k}": float(v) for k, v in info.items()},
             **({"series": series} if series else {}),
@@ -112,8 +121,18 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
         return out["record"]
     rec = _final_record(spec, rows, T, resumed_at, method, begun).to_json()
     if report is not None:  # resumed from a checkpoint taken after the last task
-        report({"record": rec, "tasks_learned": T, "acc_seen": rows[-1]["acc_seen"], "rows_before": rows})
+        report({"record": rec, "tasks_learned": T, "acc_seen": rows[-1]["acc_seen"],
+                "val_acc_seen": rows[-1].get("val_acc_seen", float("nan")), "rows_before": rows})
     return rec
+
+
+def _has_val(task) -> bool:
+    return task.x_val is not None and len(task.x_val) > 0
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
 
 
 def _final_record(spec: TrialSpec, rows: list[dict[str, Any]], T: int, resumed_at: list[int],
@@ -147,7 +166,7 @@ def _validation(method, task, device: torch.device) -> dict[str, Any]:
     """
     if not getattr(method, "uses_validation", False):
         return {}
-    return {"val": task.on(device, "val") if task.x_val is not None else None}
+    return {"val": task.on(device, "val") if _has_val(task) else None}
 
 
 def run_stream_trial(spec: TrialSpec, benchmark: Benchmark, learner, report: Report | None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ def check_study(study: Study) -> list[tuple[str, Any, str]]:
     """Checks that need the registries. Returns problems; empty means runnable."""
     problems: list[tuple[str, Any, str]] = []
     NOTES.clear()
+    WARNINGS.clear()
     bench = study.benchmark
     num_tasks = None
     if bench.name not in datasets.BENCHMARKS:
@@ -69,11 +70,59 @@ def check_study(study: Study) -> list[tuple[str, Any, str]]:
             problems.append((f"methods[{i}].name", m.name, f"learns {method_kinds[0]} benchmarks but {bench.name} "
                              f"is a {kind}; methods for it: {', '.join(fitting)}"))
             continue
-        problems += _check_params(f"methods[{i}].params", entry.params, m.params, allow_spaces=True)
+        found = _check_params(f"methods[{i}].params", entry.params, m.params, allow_spaces=True)
+        problems += found
+        if not found and num_tasks is not None:
+            _benchmark_notes(f"methods[{i}]", entry.params, m.params, bench)
         if m.display in labels:
             problems.append((f"methods[{i}].label", m.label, f"duplicates methods[{labels[m.display]}]; give each entry a distinct label"))
         labels[m.display] = i
+    if num_tasks is not None and kind == "classification":
+        problems += _check_selection(study)
     return problems
+
+
+def has_validation(params: BaseModel) -> bool:
+    """A benchmark with a validation split: ``val_fraction`` > 0, or one that validates on its training set."""
+    return bool(getattr(type(params), "validates_on_training_set", False)) or getattr(params, "val_fraction", 0) > 0
+
+
+def chooses(study: Study) -> bool:
+    """Whether anything in the study picks among configs or trials (a search space, Optuna, ASHA)."""
+    return study.search.scheduler.kind == "asha" or any(split_spaces(m.params)[1] for m in study.methods)
+
+
+def _check_selection(study: Study) -> list[tuple[str, Any, str]]:
+    """Selection on validation needs a validation split; selection on test is allowed, loudly."""
+    if not chooses(study):
+        return []
+    if study.search.selection == "test":
+        WARNINGS.append("search.selection is test: configs are chosen on the test data their numbers are "
+                        "reported on (optimistic); the report is marked 'selected on test'")
+        return []
+    params = study.benchmark_params()
+    if has_validation(params):
+        return []
+    return [("benchmark.params.val_fraction", getattr(params, "val_fraction", _MISSING),
+             "this study searches (selection on validation, search.selection: val) but the benchmark has no "
+             "validation split; set benchmark.params.val_fraction > 0 (e.g. 0.1), or search.selection: test "
+             "to choose on test (optimistic, for old comparisons)")]
+
+
+def _benchmark_notes(where: str, model: type[BaseModel], given: dict, bench) -> None:
+    """A method's own remarks on the benchmark it is given (``Params.benchmark_notes``, optional)."""
+    hook = getattr(model, "benchmark_notes", None)
+    if hook is None:
+        return
+    fixed, _ = split_spaces(given)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        params = model.model_validate(fixed)
+    entry = datasets.BENCHMARKS.get(bench.name)
+    for note in params.benchmark_notes(bench.name, entry.params.model_validate(bench.params)):
+        text = f"{where}: {note}"
+        if text not in NOTES:
+            NOTES.append(text)
 
 
 def _check_params(where: str, model: type[BaseModel], given: dict, allow_spaces: bool) -> list:
@@ -159,7 +208,10 @@ def _without_tags(loc: tuple) -> tuple:
 
 
 NOTES: list[str] = []
-"""Deprecation notes of the last ``check_study`` (old flat method keys), printed by validate and run."""
+"""Notes of the last ``check_study`` (old flat method keys, a method's remarks on its benchmark), printed by
+validate, run and submit."""
+WARNINGS: list[str] = []
+"""Warnings of the last ``check_study`` (selection on test), printed the same way."""
 
 
 def _from_methods(filename: str) -> bool:

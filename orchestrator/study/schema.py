@@ -171,6 +171,9 @@ class SearchSpec(Strict):
                             "random: num_samples configs, every space sampled | optuna: TPE, num_samples configs")
     num_samples: int = Field(1, ge=1, le=100_000, description="grid: draws per grid point; random/optuna: configs per method")
     seed: int = 0
+    selection: Literal["val", "test"] = Field(
+        "val", description="the split whose accuracies choose (objective, ASHA, Optuna, best config, frontier); "
+                           "tables always report test. test: only to reproduce old, optimistic comparisons")
     objective: ObjectiveSpec = ObjectiveSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
     time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
