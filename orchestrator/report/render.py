@@ -218,7 +218,8 @@ def _paired_section(data: StudyData, results: list[ConfigResult]) -> list[str]:
     m = block["n_comparisons"]
     R = min((c["R"] for c in block["configs"]), default=0)
     lines = ["## Paired comparisons", "",
-             f"Against the baseline **{base}** (study field `baseline`; default the first method). Every "
+             f"Against the baseline **{base}** (study field `baseline`; default the first method, or without "
+             f"a summary.json the first config listed). Every "
              f"config runs on the same orders and seeds, so each is compared order by order: Δ = config − "
              f"baseline, per order, of the test ACC and forgetting (seeds of an order averaged first), on the "
              f"orders both completed (R; an order either lacks is left out). In a search the compared config "
