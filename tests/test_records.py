@@ -72,6 +72,20 @@ def test_json_round_trip_of_a_classification_record(tmp_path):
     assert read_trials(tmp_path) == [rec]
 
 
+def test_init_row_and_test_sizes_ride_on_the_first_row_and_round_trip():
+    rows = rows_of(A, ORDER)
+    rows[0].update(init_row=[10.0, None, 30.0], test_sizes=[100, 200, 300])
+    rec = ClassificationRecord.from_rows(spec(), rows, 3, status="completed")
+    assert rec.init_row == [10.0, None, 30.0] and rec.test_sizes == [100, 200, 300]
+    d = json.loads(json.dumps(rec.to_json()))
+    assert d["init_row"] == [10.0, None, 30.0] and d["test_sizes"] == [100, 200, 300]
+    assert record_from_json(d) == rec
+    # a record without them (older records) has neither key and reads back as None
+    plain = ClassificationRecord.from_rows(spec(), rows_of(A, ORDER), 3, status="completed")
+    assert "init_row" not in plain.to_json() and "test_sizes" not in plain.to_json()
+    assert record_from_json(plain.to_json()).init_row is None
+
+
 def test_json_round_trip_of_a_stream_record():
     sq = np.linspace(2.0, 0.0, 1000)
     rec = StreamRecord.from_stream(spec((0,)), sq, np.ones((10, 3)) * 0.1, 100,
@@ -115,7 +129,7 @@ def test_mlflow_metric_names_are_the_ones_logged_before():
     rec = ClassificationRecord.from_rows(spec(), rows_of(A, ORDER, series), 3, status="completed")
     metrics = rec.mlflow_metrics()
     names = {n for n, _, _ in metrics}
-    assert {"acc", "bwt", "forgetting", "task_acc", "acc_task_0", "acc_task_1", "acc_task_2", "train_s", "eval_s",
+    assert {"acc", "bwt", "forgetting", "task_acc", "min_acc", "wc_acc", "acc_task_0", "acc_task_1", "acc_task_2", "train_s", "eval_s",
             "info_loss", "series/gate", "series/ranks/0", "series/ranks/1"} == names
     assert ("acc_task_2", 90.0, 0) in metrics and ("train_s", 3.0, 2) in metrics
     assert not any(isinstance(v, float) and math.isnan(v) for _, v, _ in metrics)  # NaN entries are not logged

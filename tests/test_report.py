@@ -15,7 +15,7 @@ from orchestrator.report import figures
 from orchestrator.results import stats
 from orchestrator.report.analysis import analyse
 from orchestrator.cli import main
-from orchestrator.study.schema import Config, TrialSpec
+from orchestrator.study.schema import Config, ObjectiveSpec, TrialSpec
 from orchestrator.study.orders import latin_square, random_orders
 from orchestrator.report.position import position_effect, verdict
 from orchestrator.report.render import report_after_run, report_study
@@ -337,15 +337,38 @@ def test_position_effect_figure_has_one_curve_per_config(analysed):
         assert list(line.get_ydata()) == pytest.approx(r.position["curve"])
 
 
-def test_search_figure_plots_each_completed_trial_over_time(analysed):
+def progress_records():
+    """A search of three configs of one label, two orders each (ACC = the constant final accuracy):
+    X 80, 60 (trials end at 5 and 20), Y 70, 72 (end at 8, 10), Z 95, 75 (end at 25, 30).
+    Completion order (a config counts once all its trials are in): Y at 10, X at 20, Z at 30."""
+    orders = [(0, 1, 2, 3, 4), (4, 3, 2, 1, 0)]
+    plan = {"X": [(80.0, 5.0), (60.0, 20.0)], "Y": [(70.0, 8.0), (72.0, 10.0)], "Z": [(95.0, 25.0), (75.0, 30.0)]}
+    return [make_record("s", f"s-{cid}", {"lr": k}, orders[r], r, 0, np.full(T, a), ended_at=1000.0 + t)
+            for k, (cid, trials) in enumerate(plan.items()) for r, (a, t) in enumerate(trials)]
+
+
+@pytest.mark.parametrize("kind, values, best", [
+    # mean ACC: Y 71, X 70, Z 85 -> best so far 71, 71, 85
+    ("mean_acc", [71.0, 70.0, 85.0], [71.0, 71.0, 85.0]),
+    # worst-order ACC: Y 70, X 60, Z 75 -> best so far 70, 70, 75 (the best single trial would start at 80)
+    ("worst_acc", [70.0, 60.0, 75.0], [70.0, 70.0, 75.0]),
+])
+def test_search_figure_plots_the_best_config_objective_so_far(kind, values, best):
+    results = analyse(progress_records(), n_resamples=50)
+    ax = figures.search_progress(results, ObjectiveSpec(kind=kind)).axes[0]
+    assert ax.get_xlabel().startswith("config completion time") and "objective" in ax.get_ylabel()
+    points = sorted((float(x), float(y)) for c in ax.collections for x, y in c.get_offsets())
+    assert [x for x, _ in points] == [0.0, 10.0, 20.0]
+    assert [y for _, y in points] == pytest.approx(values)
+    step = next(line for line in ax.get_lines() if "best so far" in line.get_label())
+    assert list(step.get_xdata()) == [0.0, 10.0, 20.0]
+    assert list(step.get_ydata()) == pytest.approx(best)
+
+
+def test_search_figure_leaves_out_configs_with_a_failed_trial(analysed):
     ax = figures.search_progress(analysed).axes[0]
-    assert ax.get_ylabel() == "ACC (%)" and ax.get_xlabel().startswith("trial end time")
-    assert len(ax.collections) == len(analysed)
-    for coll, r in zip(ax.collections, analysed):
-        done = [rec for rec in r.records if rec.completed]
-        assert len(coll.get_offsets()) == len(done)
-        assert sorted(coll.get_offsets()[:, 1]) == pytest.approx(sorted(trial_stats(rec)["acc"] for rec in done))
-    assert ax.collections[0].get_offsets()[:, 0].min() >= 0
+    shown = {c.get_label() for c in ax.collections}
+    assert "adam #2" not in shown and {"sgd", "adam #1"} <= shown  # adam-cccc3333 has failed trials
 
 
 def test_report_writes_non_empty_figures_and_embeds_them(syn_report):
@@ -525,3 +548,38 @@ def test_series_and_traces_are_drawn_generically_one_figure_per_name_and_config(
     lines = {ln.get_label(): ln for ln in ax.get_lines() if not ln.get_label().startswith("_")}
     assert set(lines) == {"fc1", "fc2"} and list(lines["fc2"].get_xdata()) == [0, 10, 30]
     assert [ln.get_xdata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":"] == [20]
+
+
+# ---------------------------------------------------------------- paired comparisons and noise
+
+
+def test_report_compares_each_method_with_the_baseline_order_by_order(syn_report):
+    results, report = syn_report
+    text = report.path.read_text()
+    assert "## Paired comparisons" in text and "Holm" in text and "## Within the sequence" in text
+    rows = parse_table(text, "ΔACC")
+    # no summary.json: the configs come sorted by label, so the baseline is the first, adam, through its
+    # selected config (adam #1: adam #2 has failed trials and cannot be selected); sgd is compared with it
+    assert "Against the baseline **adam #1**" in text
+    assert [r["config"] for r in rows] == ["sgd"] and rows[0]["R"] == "6"
+    recs = read_trials(results / "syn")
+    def per_order(cid):
+        out = {}
+        for r in recs:
+            if r.config_id == cid and r.completed:
+                out.setdefault(r.order, []).append(stats.acc(r.matrix()))
+        return {o: np.mean(v) for o, v in out.items()}
+    a, b = per_order("sgd-aaaa1111"), per_order("adam-bbbb2222")
+    assert numbers(rows[0]["ΔACC"])[0] == pytest.approx(np.mean([a[o] - b[o] for o in b]), abs=0.006)
+    assert "test-set sizes" in text or "do not carry test-set sizes" in text
+
+
+def test_a_difference_within_two_binomial_standard_errors_is_flagged(tmp_path):
+    configs = [("base", "base-1", {}, 0.0, 0.5), ("other", "other-1", {}, 0.0, 0.5)]
+    records = synthetic_study(tmp_path / "results" / "noisy", R=3, seeds=(0,), configs=configs, fail=None)
+    for rec in records:  # 20 test examples per task: a binomial SE of several points
+        rec.test_sizes = [20] * T
+        write_trial(tmp_path / "results" / "noisy", rec)
+    text = report_study("noisy", tmp_path / "results", n_resamples=100).path.read_text()
+    assert "Test examples per task: min 20, median 20" in text
+    assert "Warning: within test-set noise" in text and "other" in text.split("within test-set noise")[1]

@@ -77,15 +77,22 @@ def test_per_trial_statistics_follow_task_identity_not_position(A):
     #   task 0: max(A[1,0]) = 80; 80 - 60 = 20
     #   mean = 15   (just-learned instead of the max would give 12.5)
     assert stats.forgetting(A, ORDER_201) == pytest.approx(15.0)
+    # min-ACC over tasks not last, min over the boundaries AFTER the task was learned:
+    #   task 2: min(A[1,2], A[2,2]) = min(95, 85) = 85 ; task 0: min(A[2,0]) = 60 ; mean = 72.5
+    # WC-ACC = (1/3) a_T + (2/3) min-ACC, a_T = A[2, 1] = 70 (the task just learned): 70/3 + 145/3 = 71.6666667
+    # FWT: no init_row -> NaN
     assert stats.trial_stats(A, ORDER_201) == pytest.approx(
-        {"acc": 71.6666667, "bwt": -12.5, "forgetting": 15.0, "task_acc": 80.0})
+        {"acc": 71.6666667, "bwt": -12.5, "forgetting": 15.0, "task_acc": 80.0, "min_acc": 72.5,
+         "wc_acc": 71.6666667, "fwt": nan}, nan_ok=True)
 
 
 def test_identity_order_trial():
     """Sanity check with the identity order (0, 1, 2), used below across orders."""
     # ACC = 242/3; BWT = (-20 - 8)/2; forgetting = (20 + 8)/2; Task.Acc = 270/3
+    # min-ACC = (min(85, 70) + min(80)) / 2 = 75; WC-ACC = 92/3 + (2/3) 75 = 242/3
     assert stats.trial_stats(A_012, ORDER_012) == pytest.approx(
-        {"acc": 80.6666667, "bwt": -14.0, "forgetting": 14.0, "task_acc": 90.0})
+        {"acc": 80.6666667, "bwt": -14.0, "forgetting": 14.0, "task_acc": 90.0, "min_acc": 75.0,
+         "wc_acc": 80.6666667, "fwt": nan}, nan_ok=True)
 
 
 def test_unevaluated_intermediate_entry_is_skipped_by_forgetting():
@@ -267,3 +274,70 @@ def test_config_stats_rejects_mismatched_or_empty_input(matrices, orders):
     """One order per matrix and at least one trial, else a clear ValueError."""
     with pytest.raises(ValueError, match="one order per matrix"):
         stats.config_stats(matrices, orders)
+
+
+# ---------------------------------------------------------------- within-sequence and transfer
+
+
+def test_learning_curve_averages_the_tasks_seen_so_far_by_identity():
+    # Order (2, 0, 1), forward-transfer entries filled (they must be ignored):
+    #   after position 0: seen {2}: 90 ; after 1: seen {2, 0}: (80 + 95)/2 = 87.5 ; after 2: ACC = 215/3
+    for A in (A_201, A_201_FWD):
+        assert list(stats.learning_curve(A, ORDER_201)) == pytest.approx([90.0, 87.5, 71.6666667])
+
+
+def test_min_accuracy_is_taken_after_learning_not_at_it():
+    # Task 2 learned at position 0 with 90, later 95 then 85: min over rows 1..2 = 85 (the 90 does not count).
+    # Task 0 learned at position 1: min over row 2 = 60. Task 1 is last: NaN.
+    m = stats.min_accuracies(A_201, ORDER_201)
+    assert m[0] == 60.0 and m[2] == 85.0 and math.isnan(m[1])
+    # A dip that recovers: task 0 (order 0, 1, 2) goes 90 -> 40 -> 70: min-ACC sees the 40, forgetting does not.
+    A = np.array([[90.0, nan, nan], [40.0, 88.0, nan], [70.0, 80.0, 92.0]])
+    # min-ACC = (40 + 80)/2 = 60 ; WC-ACC = 92/3 + (2/3) 60 = 30.6666667 + 40 = 70.6666667
+    assert stats.min_acc(A, ORDER_012) == pytest.approx(60.0)
+    assert stats.wc_acc(A, ORDER_012) == pytest.approx(70.6666667)
+
+
+def test_min_and_worst_case_accuracy_of_a_single_task():
+    A = np.array([[77.0]])
+    assert math.isnan(stats.min_acc(A, (0,)))
+    assert stats.wc_acc(A, (0,)) == 77.0  # WC-ACC_1 = a_1
+
+
+def test_forward_transfer_against_the_untrained_network():
+    # Order (2, 0, 1), tasks not first: 0 (pos 1) and 1 (pos 2).
+    #   task 0: A[0, 0] = 99 (after training task 2 only) - init 50 = 49
+    #   task 1: A[1, 1] = 97 (after tasks 2, 0) - init 10 = 87 ; FWT = (49 + 87)/2 = 68
+    init = [50.0, 10.0, 30.0]
+    assert stats.fwt(A_201_FWD, ORDER_201, init) == pytest.approx(68.0)
+    assert math.isnan(stats.fwt(A_201_FWD, ORDER_201, None))      # no init row recorded
+    assert math.isnan(stats.fwt(A_201, ORDER_201, init))          # unseen tasks not evaluated
+    assert stats.trial_stats(A_201_FWD, ORDER_201, init)["fwt"] == pytest.approx(68.0)
+
+
+def test_binomial_standard_error_of_an_accuracy_and_of_acc():
+    # p = 90% on n = 100: 100 sqrt(0.9 * 0.1 / 100) = 100 * 0.03 = 3 points
+    assert stats.binomial_se(90.0, 100) == pytest.approx(3.0)
+    # ACC of A_012, finals 70, 80, 92 on n = 100, 400, 25:
+    #   0.7*0.3/100 = 0.0021 ; 0.8*0.2/400 = 0.0004 ; 0.92*0.08/25 = 0.002944 ; sum = 0.005444
+    #   SE = 100 sqrt(0.005444) / 3 = 100 * 0.0737835 / 3 = 2.459450
+    assert stats.acc_binomial_se(A_012, [100, 400, 25]) == pytest.approx(2.459450, abs=1e-5)
+    assert math.isnan(stats.acc_binomial_se(A_012, None))
+
+
+def test_config_stats_new_keys_over_three_orders():
+    out = stats.config_stats([A_201, A_012, A_120], [ORDER_201, ORDER_012, ORDER_120],
+                             test_sizes=[[100, 100, 100], None, [100, 100, 100]])
+    # min-ACC: A_201 72.5 ; A_012 75 ; A_120 (order 1, 2, 0): task 1 min(90, 76) = 76, task 2 min(83) = 83 -> 79.5
+    #   mean = (72.5 + 75 + 79.5)/3 = 75.6666667
+    assert out["min_acc_mean"] == pytest.approx(75.6666667)
+    # WC-ACC: A_201 71.6666667 ; A_012 80.6666667 ; A_120 a_T = A[2, 0] = 91: 91/3 + (2/3) 79.5 = 83.3333333
+    #   mean = (71.6666667 + 80.6666667 + 83.3333333)/3 = 78.5555556
+    assert out["wc_acc_mean"] == pytest.approx(78.5555556)
+    assert math.isnan(out["fwt_mean"])
+    # curves: A_201 [90, 87.5, 71.667] ; A_012 [90, 86.5, 80.667] ; A_120 [94, 89.5, 83.333]
+    assert out["curve"] == pytest.approx([91.3333333, 87.8333333, 78.5555556])
+    # SE of A_201 (finals 60, 70, 85, n = 100): 0.0024 + 0.0021 + 0.001275 = 0.005775 -> 100 sqrt(.)/3 = 2.533114
+    # SE of A_120 (finals 91, 76, 83): 0.000819 + 0.001824 + 0.001411 = 0.004054 -> 2.122368
+    # pooled = sqrt((2.533114^2 + 2.122368^2)/2) = sqrt((6.416667 + 4.504444)/2) = 2.336783 (A_012 has no sizes)
+    assert out["acc_binomial_se"] == pytest.approx(2.336783, abs=1e-5)

@@ -69,6 +69,7 @@ BAD = [
     (with_("methods.0.params", {"optimizer": {"choice": ["sgd", "lion"]}}), "methods[0].params.optimizer.choice[1]", "must be one of 'sgd', 'adam', 'rmsprop', 'idbd'"),
     (with_("methods", [{"name": "finetune"}, {"name": "finetune"}]), "methods[1].label", "give each entry a distinct label"),
     (with_("seeds", [1, 1]), "seeds", "distinct"),
+    (with_("baseline", "ewc"), "baseline", "names no method label; labels: finetune"),
     (with_("resources", {"cpu": 0}), "resources.cpu", "greater than 0"),
     (with_("resources", {"gpus": 1}), "resources", "unknown key 'gpus'; allowed keys: cpu, gpu"),
     (with_("tracking", {"url": "x"}), "tracking", "unknown key 'url'; allowed keys: uri, experiment"),

@@ -48,8 +48,18 @@ def test_same_order_same_seed_same_matrix_and_other_order_differs(digits):
 
 
 def test_evaluate_unseen_fills_the_whole_matrix(digits):
-    A = matrix_array(run_trial(spec((1, 0, 2, 3, 4), evaluate_unseen=True), digits))
+    rec = run_trial(spec((1, 0, 2, 3, 4), evaluate_unseen=True), digits)
+    A = matrix_array(rec)
     assert not np.isnan(A).any()
+    # the untrained network's accuracy on every task (forward transfer's reference) and the test-set sizes
+    assert len(rec["init_row"]) == 5 and all(0 <= v <= 100 for v in rec["init_row"])
+    assert rec["test_sizes"] == [int(t.on("cpu", "test").x.shape[0]) for t in digits.tasks]
+    assert not math.isnan(stats.fwt(A, (1, 0, 2, 3, 4), rec["init_row"]))
+
+
+def test_without_evaluate_unseen_there_is_no_init_row_but_test_sizes(digits):
+    rec = run_trial(spec((0, 1, 2, 3, 4)), digits)
+    assert "init_row" not in rec and len(rec["test_sizes"]) == 5 and min(rec["test_sizes"]) > 0
 
 
 def test_trial_statistics_come_from_the_matrix(digits):

@@ -15,8 +15,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from orchestrator.report.config_result import ConfigResult, choice_point, chosen_on, config_colors
+from orchestrator.results.objective import describe, objective_value
 from orchestrator.results.records import TrialRecord
 from orchestrator.results.stats import acc
+from orchestrator.study.schema import ObjectiveSpec
 
 
 def _shown(results: list[ConfigResult]) -> list[ConfigResult]:
@@ -189,33 +191,59 @@ def position_effect(results: list[ConfigResult]) -> Figure:
 
 
 def trial_acc(record: TrialRecord) -> float:
-    """The search objective of one completed trial: its ACC."""
+    """One completed trial's ACC."""
     return acc(record.matrix())
 
 
-def search_progress(results: list[ConfigResult]) -> Figure:
-    """Each completed trial's ACC against the time it ended, colored by config; the best so far as a step line.
+def config_progress(results: list[ConfigResult], objective: ObjectiveSpec | None = None
+                    ) -> list[tuple[float, float, str, str]]:
+    """(time the config completed, its objective, its name, its label) per config, in completion order.
 
-    Time is ``ended_at`` (unix seconds, as the driver recorded the trial's end),
-    shown relative to the first trial to end.
+    A config counts once all its trials are in: its time is the latest
+    ``ended_at`` of its trials (a config with a trial without one is left
+    out); its objective is the study's own rule over its completed trials
+    (orchestrator.results.objective.objective_value). As for the summary's
+    ``best``, a config with a failed or stopped trial is not eligible and is
+    left out, and so is one with no objective (NaN).
+    """
+    spec = objective or ObjectiveSpec()
+    out = []
+    for r in results:
+        if not r.records or any(rec.ended_at is None or not rec.completed for rec in r.records):
+            continue
+        value = objective_value(spec, r.records)
+        if value == value:
+            out.append((max(rec.ended_at for rec in r.records), value, r.name, r.config.label))
+    return sorted(out, key=lambda t: t[0])
+
+
+def search_progress(results: list[ConfigResult], objective: ObjectiveSpec | None = None) -> Figure:
+    """Each config's objective (the study's rule, ``objective``; default mean ACC) at the time it completed,
+    colored by config; per searched label, the best config objective so far as a step line.
+
+    Time is the latest ``ended_at`` of the config's trials (unix seconds, as the
+    driver recorded them), shown relative to the first config to complete.
     """
     colors = config_colors(results)
-    trials = [(rec.ended_at, trial_acc(rec), r.name) for r in results for rec in r.records
-              if rec.completed and rec.ended_at is not None]
+    done = config_progress(results, objective)
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
-    if trials:
-        t0 = min(t for t, _, _ in trials)
+    if done:
+        t0 = done[0][0]
         for r in results:
-            mine = [(t - t0, a) for t, a, name in trials if name == r.name]
+            mine = [(t - t0, v) for t, v, name, _ in done if name == r.name]
             if mine:
-                ax.scatter(*zip(*mine), s=18, color=colors[r.name], label=r.name)
-        ordered = sorted((t - t0, a) for t, a, _ in trials)
-        ax.step([t for t, _ in ordered], np.fmax.accumulate([a for _, a in ordered]), where="post",
-                color="black", lw=1, label="best so far")
-    ax.set_xlabel("trial end time (s after the first trial ended)")
-    ax.set_ylabel("ACC (%)")
-    ax.set_title("Search: ACC of each trial over time")
+                ax.scatter(*zip(*mine), s=24, color=colors[r.name], label=r.name)
+        labels = [lab for lab in dict.fromkeys(lab for *_, lab in done)
+                  if sum(lab == x for *_, x in done) > 1]
+        for lab in labels:
+            mine = [(t - t0, v) for t, v, _, x in done if x == lab]
+            ax.step([t for t, _ in mine], np.fmax.accumulate([v for _, v in mine]), where="post",
+                    color="black", lw=1, label=f"{lab}: best so far")
+    what = describe(objective or ObjectiveSpec())
+    ax.set_xlabel("config completion time (s after the first config completed)")
+    ax.set_ylabel(f"objective: {what}")
+    ax.set_title("Search: each config's objective, and the best so far")
     if len(results) <= 12:
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -26,6 +26,8 @@ from orchestrator.report.position import verdict
 from orchestrator.results.store import study_dir as results_study_dir
 from orchestrator.report.sources import StudyData, find_study_run, from_results, load_study
 from orchestrator.results.records import TrialRecord
+from orchestrator.results.summary import best_per_label, paired_block
+from orchestrator.study.schema import ObjectiveSpec
 
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
@@ -44,8 +46,10 @@ CAPTIONS = {
                    "ACC and lower AOPD). Compare AOPD only between configs with the same R.",
     "position_effect": "Position effect e(p) with its bootstrap band: above 0, tasks learned at position p end "
                        "better than their own average over orders.",
-    "search_progress": "Search: each completed trial's ACC against the time it ended, colored by config; the "
-                       "black step is the best ACC so far.",
+    "search_progress": "Search: each config's objective (the study's own rule over its trials) at the time its "
+                       "last trial ended, colored by config; the black steps are, per searched method, the best "
+                       "config objective so far. Configs with a failed or stopped trial are left out (they "
+                       "cannot be chosen as best).",
 }
 
 
@@ -136,6 +140,107 @@ def _configs_section(results: list[ConfigResult]) -> list[str]:
     return ["## Configs", "", _table(header, rows), ""]
 
 
+def study_objective(summary: dict[str, Any] | None) -> ObjectiveSpec:
+    """The study's search objective as the summary recorded it; mean ACC without one."""
+    given = ((summary or {}).get("search") or {}).get("objective")
+    try:
+        return ObjectiveSpec(**given) if given else ObjectiveSpec()
+    except ValueError:
+        return ObjectiveSpec()
+
+
+def _test_sizes(records: list[TrialRecord]) -> list[int] | None:
+    return next((list(r.test_sizes) for r in records if getattr(r, "test_sizes", None)), None)
+
+
+def _sequence_section(results: list[ConfigResult], records: list[TrialRecord]) -> list[str]:
+    """Within-sequence and transfer metrics, and the binomial noise of each config's ACC."""
+    lines = ["## Within the sequence, transfer and test-set noise", ""]
+    sizes = _test_sizes(records)
+    if sizes:
+        ordered = sorted(sizes)
+        median = (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
+        lines += [f"Test examples per task: min {min(sizes)}, median {median:g} (per task identity: "
+                  f"{', '.join(str(n) for n in sizes)}). An accuracy p measured on n examples has binomial "
+                  f"standard error sqrt(p(1 − p)/n): {_num(100 * (0.25 / min(sizes)) ** 0.5)} points at "
+                  f"p = 50% on the smallest task.", ""]
+    else:
+        lines += ["The trial records do not carry test-set sizes (written before they were recorded): no "
+                  "binomial noise figures.", ""]
+    fwt = any(r.entry.get("fwt_mean") is not None and r.entry.get("fwt_mean") == r.entry.get("fwt_mean")
+              for r in results)
+    header = ["config", "min-ACC", "WC-ACC"] + (["FWT"] if fwt else []) + ["ACC binomial SE", "learning curve"]
+    rows = []
+    for r in results:
+        e = r.entry
+        curve = e.get("curve") or []
+        rows.append([r.name, _num(e.get("min_acc_mean")), _num(e.get("wc_acc_mean"))]
+                    + ([_num(e.get("fwt_mean"))] if fwt else [])
+                    + [_num(e.get("acc_binomial_se")), " ".join(_num(v, 1) for v in curve) or "–"])
+    lines += [_table(header, rows), "",
+              "Means over the config's completed trials (test accuracies). min-ACC (De Lange et al., "
+              "arXiv 2205.13452): per task not last in the order, its lowest accuracy at any task boundary "
+              "after it was learned, averaged; WC-ACC = (1/T) a_T + (1 − 1/T) min-ACC, a_T the accuracy on "
+              "the last task. Evaluated at task boundaries only, so a dip inside a task's training that "
+              "recovers is not seen (the paper evaluates continually)."
+              + (" FWT: mean over tasks not first of the accuracy on the task just before it is trained "
+                 "minus the untrained network's accuracy on it (needs evaluate_unseen)." if fwt else "")
+              + " ACC binomial SE: per trial 100·sqrt(Σ_j p_j(1 − p_j)/n_j)/T over the final accuracies, "
+              "then the root mean square over trials (every trial uses the same test sets, so averaging "
+              "trials does not remove this noise). Learning curve: after each position, the mean accuracy "
+              "over the tasks learned so far.", ""]
+    return lines
+
+
+def _paired_section(data: StudyData, results: list[ConfigResult]) -> list[str]:
+    """Each method's config against the baseline, order by order (results.paired), with a multiple-comparisons note."""
+    summary = data.summary or {}
+    entries = [r.entry for r in results]
+    best = summary.get("best") or best_per_label(entries)
+    baseline = summary.get("baseline") or (results[0].config.label if results else None)
+    block = paired_block(entries, {r.config.config_id: r.records for r in results}, best, baseline)
+    if block is None:
+        return []
+    names = {r.config.config_id: r.name for r in results}
+    base = names.get(block["baseline_config_id"], block["baseline"])
+    header = ["config", "R", "ΔACC", "ΔACC CI", "p", "p (Holm)", "ΔForgetting", "ΔForgetting CI",
+              "binomial SE of ΔACC"]
+    rows, noisy = [], []
+    for c in block["configs"]:
+        exact = "" if c["p_exact"] else " (MC)"
+        rows.append([names.get(c["config_id"], c["label"]), str(c["R"]), _num(c["dacc"]),
+                     _ci((c["dacc_lo"], c["dacc_hi"])), _num(c["p"], 3) + exact, _num(c["p_holm"], 3),
+                     _num(c["dforgetting"]), _ci((c["dforgetting_lo"], c["dforgetting_hi"])),
+                     _num(c["dacc_binomial_se"])])
+        if c["within_binomial_noise"]:
+            noisy.append(f"{names.get(c['config_id'], c['label'])} (ΔACC {_num(c['dacc'])}, 2 SE = "
+                         f"{_num(2 * c['dacc_binomial_se'])})")
+    m = block["n_comparisons"]
+    R = min((c["R"] for c in block["configs"]), default=0)
+    lines = ["## Paired comparisons", "",
+             f"Against the baseline **{base}** (study field `baseline`; default the first method, or without "
+             f"a summary.json the first config listed). Every "
+             f"config runs on the same orders and seeds, so each is compared order by order: Δ = config − "
+             f"baseline, per order, of the test ACC and forgetting (seeds of an order averaged first), on the "
+             f"orders both completed (R; an order either lacks is left out). In a search the compared config "
+             f"of each method is its selected one.", ""]
+    lines += [_table(header, rows), "",
+              f"ΔACC and ΔForgetting in points (forgetting: lower is better, so a negative Δ is an improvement). "
+              f"CI: {block['confidence'] * 100:g}% percentile bootstrap over the paired orders "
+              f"({block['n_resamples']} resamples, seed {block['seed']}). p: two-sided sign-flip permutation "
+              f"test of ΔACC (exact over all 2^R sign vectors for R ≤ 16, else 20,000 random ones, marked MC); "
+              f"with R orders it cannot go below 2/2^R" + (f" (= {2 / 2 ** R:.3g} at R = {R})" if R else "")
+              + f". Multiple comparisons: {m} comparison(s) against the same baseline form one family; "
+              f"p (Holm) is Holm's step-down adjustment, which keeps the chance of any false 'different' at "
+              f"or below the level for the whole family: read p (Holm), not p, when asking which differ. "
+              f"Binomial SE of ΔACC: sqrt(SE_config² + SE_baseline²) of the two ACC binomial SEs above.", ""]
+    if noisy:
+        lines += [f"> **Warning: within test-set noise.** These differences are smaller than 2 binomial "
+                  f"standard errors of the test-set measurement: {'; '.join(noisy)}. A larger test set (or "
+                  f"more tasks) is needed before reading them as real.", ""]
+    return lines
+
+
 def _failures(data: StudyData) -> list[str]:
     failed = [r for r in data.records if not r.completed]
     if not failed:
@@ -211,6 +316,8 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
         lines += [f"Robustness frontier, chosen on {split} (no other config has both a higher ACC and a lower "
                   f"AOPD there; the table shows their test numbers): {', '.join(ranked[i].name for i in best)}.", ""]
     lines += _configs_section(results)
+    lines += _paired_section(data, results)
+    lines += _sequence_section(results, records)
     lines += ["## Position effect", "",
               "Does learning a task later help or hurt it? For each order r and task j, d = final accuracy of "
               "j under r − mean of j's final accuracy over the orders (removes task difficulty). e(p) = mean "
@@ -284,7 +391,8 @@ def write_report(data: StudyData, out_dir: Path, n_resamples: int = bootstrap.DE
         if name not in wanted:
             path.unlink(missing_ok=True)  # a figure of an earlier report that no longer applies
             continue
-        figures.FIGURES[name](results).savefig(path, dpi=110)
+        kw = {"objective": study_objective(data.summary)} if name == "search_progress" else {}
+        figures.FIGURES[name](results, **kw).savefig(path, dpi=110)
         written[name] = path
     traced, traced_text = trace_figures.write(results, fig_dir)  # records with a trace or per-task series
     text = render(data, results, {n: f"{FIGURES_DIR}/{p.name}" for n, p in written.items()},

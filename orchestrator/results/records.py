@@ -20,6 +20,12 @@ keeps the layout of the version-1 dict records, plus ``"record_version": 2``;
 like that JSON (``rec["status"]``, ``rec.get("trace")``) for scripts written
 against the dict records; orchestrator code uses the attributes.
 
+Optional, absent from older records (None): ``init_row``, a classification
+trial's accuracy on each task identity before any training (evaluated only
+with the study's ``evaluate_unseen``; forward transfer needs it), and
+``test_sizes``, the test examples per task identity (the binomial noise of
+each accuracy).
+
 Per-task series (``series``): what a method's optional ``task_series()``
 returned after each task, ``{name: [value per task position]}``, each value
 a float or a list of floats (None where a task did not report the name).
@@ -225,6 +231,8 @@ class ClassificationRecord(TrialRecord):
     task_info: list[dict[str, float]] = field(default_factory=list)  # per task position: the method's info_* scalars
     series: dict[str, list[Any]] = field(default_factory=dict)     # per name: a value per task position
     trace: dict[str, Any] | None = None                            # the method's per-step trace, when it has one
+    init_row: list[float | None] | None = None  # accuracy on each task identity before any training (evaluate_unseen)
+    test_sizes: list[int] | None = None         # test examples per task identity (binomial noise of each accuracy)
 
     @classmethod
     def from_rows(cls, spec: TrialSpec, rows: Sequence[dict[str, Any]], num_tasks: int, status: str,
@@ -235,10 +243,15 @@ class ClassificationRecord(TrialRecord):
         A row: ``position``, ``task_id``, ``row`` (that matrix row, None where not
         evaluated), ``train_s``, ``eval_s``, the method's scalars as ``info_*``,
         and ``series`` ({name: value}) when the method has ``task_series()``.
+        The row of position 0 may carry ``init_row`` (the accuracies before any
+        training) and ``test_sizes`` (test examples per task identity): they
+        travel in the rows so that a resumed trial or a partial record keeps them.
         """
         matrix: list[list[float | None]] = [[None] * num_tasks for _ in range(num_tasks)]
         val = [[None] * num_tasks for _ in range(num_tasks)] if any(r.get("val_row") for r in rows) else None
         series: dict[str, list[Any]] = {}
+        first = next((r for r in rows if r["position"] == 0), {})
+        init_row, test_sizes = first.get("init_row"), first.get("test_sizes")
         for k, row in enumerate(rows):
             matrix[row["position"]] = [None if v is None or v != v else float(v) for v in row["row"]]
             if val is not None and row.get("val_row"):
@@ -250,7 +263,9 @@ class ClassificationRecord(TrialRecord):
                    timings=[{"position": r["position"], "task_id": r["task_id"], "train_s": r["train_s"],
                              "eval_s": r["eval_s"]} for r in rows],
                    task_info=[{k: v for k, v in r.items() if k.startswith("info_")} for r in rows],
-                   series=series, trace=trace, started_at=started_at, wall_s=wall_s, resumed_at=list(resumed_at))
+                   series=series, trace=trace, started_at=started_at, wall_s=wall_s, resumed_at=list(resumed_at),
+                   init_row=None if init_row is None else [None if v is None or v != v else float(v) for v in init_row],
+                   test_sizes=None if test_sizes is None else [int(n) for n in test_sizes])
 
     def matrix(self, split: str = "test") -> np.ndarray:
         """The accuracy matrix on ``split`` (test | val), NaN where a task was not evaluated (or not reached)."""
@@ -268,7 +283,7 @@ class ClassificationRecord(TrialRecord):
     def stats(self, split: str = "test") -> dict[str, float] | None:
         if not self.completed or not self.has_split(split):
             return None
-        return stats.trial_stats(self.matrix(split), self.order)
+        return stats.trial_stats(self.matrix(split), self.order, self.init_row)
 
     def mlflow_metrics(self) -> list[tuple[str, float, int]]:
         out = self._stat_metrics(self.stats())
@@ -296,6 +311,10 @@ class ClassificationRecord(TrialRecord):
              "task_info": [dict(i) for i in self.task_info], "series": {k: list(v) for k, v in self.series.items()}}
         if self.trace is not None:
             d["trace"] = self.trace
+        if self.init_row is not None:
+            d["init_row"] = list(self.init_row)
+        if self.test_sizes is not None:
+            d["test_sizes"] = list(self.test_sizes)
         return {**self.extra, **d}
 
     @classmethod
@@ -310,16 +329,20 @@ class ClassificationRecord(TrialRecord):
                    tasks_done=int(d.get("tasks_done", sum(any(v is not None for v in r) for r in rows))),
                    task_info=[dict(i) for i in d.get("task_info") or []],
                    series={k: list(v) for k, v in (d.get("series") or {}).items()}, trace=d.get("trace"),
+                   init_row=None if d.get("init_row") is None else list(d["init_row"]),
+                   test_sizes=None if d.get("test_sizes") is None else [int(n) for n in d["test_sizes"]],
                    extra={k: v for k, v in d.items() if k not in known})
 
     @classmethod
     def config_stats(cls, records: Sequence[TrialRecord], split: str = "test") -> dict[str, Any]:
-        return stats.config_stats([r.matrix(split) for r in records], [r.order for r in records])
+        return stats.config_stats([r.matrix(split) for r in records], [r.order for r in records],
+                                  [r.init_row for r in records], [r.test_sizes for r in records])
 
     @classmethod
     def empty_config_stats(cls) -> dict[str, Any]:
         return {"R": 0, **{f"{k}_{s}": None for k in ("acc", "bwt", "forgetting", "task_acc")
-                           for s in ("mean", "std")}, "aopd": None, "mopd": None, "opd_per_task": None}
+                           for s in ("mean", "std")}, "aopd": None, "mopd": None, "opd_per_task": None,
+                "min_acc_mean": None, "wc_acc_mean": None, "fwt_mean": None, "curve": None, "acc_binomial_se": None}
 
     @classmethod
     def objective(cls, spec: ObjectiveSpec, records: Sequence[TrialRecord], split: str = "val") -> float:

@@ -77,10 +77,106 @@ def forgetting(A: np.ndarray, order: Order) -> float:
     return _nanmean(drops)
 
 
-def trial_stats(A: np.ndarray, order: Order) -> dict[str, float]:
-    """Every per-trial statistic of one accuracy matrix."""
+def learning_curve(A: np.ndarray, order: Order) -> np.ndarray:
+    """Within-sequence learning curve: c_i = mean_{j in order[:i+1]} A[i, j], i = 0..T-1.
+
+    After each task of the order, the mean accuracy over the tasks seen so far
+    (unseen tasks are left out even when evaluated); the last value is ACC.
+    """
+    A = np.asarray(A, dtype=float)
+    order = list(order)
+    return np.array([_nanmean(A[i, order[:i + 1]]) for i in range(len(order))])
+
+
+def min_accuracies(A: np.ndarray, order: Order) -> np.ndarray:
+    """Per task identity j: min_{pos(j) < i <= T-1} A[i, j]; NaN for the last task (no boundary after it).
+
+    De Lange, van de Ven & Tuytelaars, "Continual evaluation for lifelong
+    learning" (arXiv 2205.13452): the minimal accuracy of a task over every
+    evaluation after it has been learned. The paper evaluates every few
+    iterations; here the evaluations are the task boundaries only (the rows of
+    A), so a dip inside a task's training that recovers by its end is not seen:
+    this min is an upper bound on the paper's.
+    """
+    A = np.asarray(A, dtype=float)
+    pos = _positions(order)
+    out = np.full(A.shape[1], np.nan)
+    for j in list(order)[:-1]:
+        later = A[pos[j] + 1:, j]
+        if np.any(~np.isnan(later)):
+            out[j] = np.nanmin(later)
+    return out
+
+
+def min_acc(A: np.ndarray, order: Order) -> float:
+    """min-ACC_T = (1/(T-1)) sum over tasks j not last of min_{pos(j) < i <= T-1} A[i, j] (see min_accuracies).
+
+    At the final boundary T, over the T-1 tasks learned before the last one;
+    NaN for a single task.
+    """
+    return _nanmean(min_accuracies(A, order)[list(order)[:-1]])
+
+
+def wc_acc(A: np.ndarray, order: Order) -> float:
+    """WC-ACC_T = (1/T) a_T + (1 - 1/T) min-ACC_T (De Lange et al., arXiv 2205.13452, worst-case accuracy).
+
+    a_T = A[T-1, order[-1]], the accuracy on the task just learned at the final
+    boundary; min-ACC_T as in min_acc. The paper defines WC-ACC_k after the k-th
+    task, from a continual evaluation; here only at the final task boundary
+    (k = T) from the boundary evaluations. A single task: WC-ACC = a_1.
+    """
+    A = np.asarray(A, dtype=float)
+    T = len(order)
+    current = float(A[-1, list(order)[-1]])
+    if T == 1:
+        return current
+    return current / T + (1 - 1 / T) * min_acc(A, order)
+
+
+def fwt(A: np.ndarray, order: Order, init_row: Sequence[float | None] | None) -> float:
+    """FWT = mean over tasks j not first in the order of A[pos(j) - 1, j] - b_j.
+
+    A[pos(j) - 1, j]: accuracy on j after training the task just before it (j
+    not yet trained; needs the study's ``evaluate_unseen``). b_j = ``init_row[j]``,
+    the same network's accuracy on j at initialisation, before any training
+    (the record's ``init_row``). NaN without init_row or unseen evaluations.
+    """
+    if init_row is None:
+        return float("nan")
+    A = np.asarray(A, dtype=float)
+    b = np.array([np.nan if v is None else v for v in init_row], dtype=float)
+    pos = _positions(order)
+    later = list(order)[1:]
+    return _nanmean([A[pos[j] - 1, j] - b[j] for j in later])
+
+
+def binomial_se(p: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Standard error (in points) of accuracies p (in %) measured on n examples: 100 sqrt(q (1 - q) / n), q = p/100."""
+    q = np.asarray(p, dtype=float) / 100.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * np.sqrt(q * (1 - q) / np.asarray(n, dtype=float))
+
+
+def acc_binomial_se(A: np.ndarray, test_sizes: Sequence[int] | None) -> float:
+    """Binomial SE (points) of one trial's ACC from the test-set sizes n_j of its T tasks.
+
+    ACC = (1/T) sum_j p_j with independent test sets, so SE = 100 sqrt(sum_j q_j (1 - q_j) / n_j) / T,
+    q_j = A[T-1, j] / 100: the noise of measuring each accuracy on a finite test set, not the run-to-run
+    spread. NaN without test sizes or with a missing final accuracy.
+    """
+    if test_sizes is None:
+        return float("nan")
+    finals = final_accuracies(A)
+    q = finals / 100.0
+    n = np.asarray(test_sizes, dtype=float)
+    return float(100.0 * np.sqrt(np.sum(q * (1 - q) / n)) / len(finals))
+
+
+def trial_stats(A: np.ndarray, order: Order, init_row: Sequence[float | None] | None = None) -> dict[str, float]:
+    """Every per-trial statistic of one accuracy matrix (fwt NaN without ``init_row``)."""
     return {"acc": acc(A), "bwt": bwt(A, order), "forgetting": forgetting(A, order),
-            "task_acc": task_acc(A, order)}
+            "task_acc": task_acc(A, order), "min_acc": min_acc(A, order), "wc_acc": wc_acc(A, order),
+            "fwt": fwt(A, order, init_row)}
 
 
 def opd(final_by_order: np.ndarray) -> np.ndarray:
@@ -91,17 +187,29 @@ def opd(final_by_order: np.ndarray) -> np.ndarray:
         return np.nanmax(F, axis=0) - np.nanmin(F, axis=0)
 
 
-def config_stats(matrices: Sequence[np.ndarray], orders: Sequence[Order]) -> dict:
+def config_stats(matrices: Sequence[np.ndarray], orders: Sequence[Order],
+                 init_rows: Sequence[Sequence[float | None] | None] | None = None,
+                 test_sizes: Sequence[Sequence[int] | None] | None = None) -> dict:
     """Statistics of one (method, config) over its trials.
 
     Trials may repeat an order with several seeds: ACC/BWT/forgetting/Task.Acc
     mean and std run over all trials; for OPD the final accuracies of trials
     sharing an order are averaged first, so OPD measures the spread between
     orders, not between seeds. R is the number of distinct orders.
+
+    min_acc_mean, wc_acc_mean, fwt_mean: means over trials of min_acc, wc_acc
+    and fwt (fwt NaN unless the trials have ``init_rows`` and unseen
+    evaluations). ``curve``: the mean over trials of learning_curve, per
+    position. ``acc_binomial_se``: sqrt(mean over trials of acc_binomial_se^2),
+    the typical test-set noise of one trial's ACC (NaN without ``test_sizes``);
+    every trial is measured on the same test sets, so averaging trials does not
+    average this noise away, and it is not divided by the number of trials.
     """
     if len(matrices) != len(orders) or not matrices:
         raise ValueError("need one order per matrix and at least one matrix")
-    per_trial = [trial_stats(A, o) for A, o in zip(matrices, orders)]
+    init_rows = list(init_rows) if init_rows is not None else [None] * len(matrices)
+    test_sizes = list(test_sizes) if test_sizes is not None else [None] * len(matrices)
+    per_trial = [trial_stats(A, o, b) for A, o, b in zip(matrices, orders, init_rows)]
     by_order: dict[tuple[int, ...], list[np.ndarray]] = {}
     for A, o in zip(matrices, orders):
         by_order.setdefault(tuple(o), []).append(final_accuracies(A))
@@ -119,6 +227,14 @@ def config_stats(matrices: Sequence[np.ndarray], orders: Sequence[Order]) -> dic
         warnings.simplefilter("ignore", RuntimeWarning)
         out["mopd"] = float(np.nanmax(opd_j)) if np.any(~np.isnan(opd_j)) else float("nan")
     out["opd_per_task"] = [float(v) for v in opd_j]
+    for key in ("min_acc", "wc_acc", "fwt"):
+        out[f"{key}_mean"] = _nanmean([s[key] for s in per_trial])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        curve = np.nanmean(np.stack([learning_curve(A, o) for A, o in zip(matrices, orders)]), axis=0)
+    out["curve"] = [float(v) for v in curve]
+    ses = np.array([acc_binomial_se(A, n) for A, n in zip(matrices, test_sizes)])
+    out["acc_binomial_se"] = float(np.sqrt(_nanmean(ses ** 2)))
     return out
 
 

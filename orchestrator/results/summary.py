@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from orchestrator.results import paired as paired_stats
 from orchestrator.results.objective import objective_value
 from orchestrator.results.records import TrialRecord, as_record, as_records, completed, record_type
 from orchestrator.study.schema import Config, ObjectiveSpec
@@ -53,10 +54,71 @@ def build_summary(study_name: str, meta: dict[str, Any], configs: list[Config],
     for r in records:
         by_config.setdefault(r.config_id, []).append(r)
     entries = [config_entry(c, by_config[c.config_id], objective, meta.get("kind"), selection) for c in configs]
-    return {"study": study_name, **meta, "selection": selection, "trials_total": len(records),
-            "trials_failed": sum(e["trials_failed"] for e in entries),
-            "trials_stopped": sum(e["trials_stopped"] for e in entries), "configs": entries,
-            "best": best_per_label(entries, fresh_suffix)}
+    summary = {"study": study_name, **meta, "selection": selection, "trials_total": len(records),
+               "trials_failed": sum(e["trials_failed"] for e in entries),
+               "trials_stopped": sum(e["trials_stopped"] for e in entries), "configs": entries,
+               "best": best_per_label(entries, fresh_suffix)}
+    baseline = meta.get("baseline") or (configs[0].label if configs else None)
+    block = paired_block(entries, by_config, summary["best"], baseline, fresh_suffix)
+    if block is not None:
+        summary["paired"] = block
+    return summary
+
+
+def compared_configs(entries: list[dict[str, Any]], best: dict[str, dict[str, Any]],
+                     fresh_suffix: str = "@fresh") -> dict[str, str]:
+    """Per method label, the config a paired comparison uses: the search's selected config
+    (``best[label]``), else the label's only config; labels of fresh re-runs are left out."""
+    by_label: dict[str, list[str]] = {}
+    for e in entries:
+        if not e["label"].endswith(fresh_suffix):
+            by_label.setdefault(e["label"], []).append(e["config_id"])
+    out = {}
+    for label, ids in by_label.items():
+        if label in best:
+            out[label] = best[label]["config_id"]
+        elif len(ids) == 1:
+            out[label] = ids[0]
+    return out
+
+
+def paired_block(entries: list[dict[str, Any]], by_config: dict[str, list[TrialRecord]],
+                 best: dict[str, dict[str, Any]], baseline: str | None, fresh_suffix: str = "@fresh",
+                 n_resamples: int = paired_stats.DEFAULT_RESAMPLES, confidence: float = paired_stats.DEFAULT_CONFIDENCE,
+                 seed: int = paired_stats.DEFAULT_SEED) -> dict[str, Any] | None:
+    """The summary's "paired" block: each method's config against the baseline's, order by order
+    (orchestrator.results.paired, on the test matrices of completed trials), Holm-adjusted over the
+    family of comparisons. None for streams, without a baseline config, or with nothing to compare."""
+    if baseline is None or any(e.get("kind") == "regression_stream" for e in entries):
+        return None
+    chosen = compared_configs(entries, best, fresh_suffix)
+    base_id = chosen.pop(baseline, None)
+    base_recs = completed(by_config.get(base_id, [])) if base_id else []
+    if not base_recs or not chosen:
+        return None
+    entry_of = {e["config_id"]: e for e in entries}
+    base_se = entry_of[base_id].get("acc_binomial_se")
+    rows = []
+    for label, cid in chosen.items():
+        recs = completed(by_config.get(cid, []))
+        if not recs:
+            continue
+        row = {"config_id": cid, "label": label, **paired_stats.compare(
+            [r.matrix() for r in recs], [r.order for r in recs], [r.matrix() for r in base_recs],
+            [r.order for r in base_recs], n_resamples=n_resamples, confidence=confidence, seed=seed)}
+        se = entry_of[cid].get("acc_binomial_se")
+        both = se is not None and base_se is not None and se == se and base_se == base_se
+        row["dacc_binomial_se"] = float((se ** 2 + base_se ** 2) ** 0.5) if both else None
+        row["within_binomial_noise"] = bool(abs(row["dacc"]) < 2 * row["dacc_binomial_se"]) \
+            if both and row["dacc"] == row["dacc"] else None
+        rows.append(row)
+    for key, p in (("p_holm", "p"), ("p_forgetting_holm", "p_forgetting")):
+        for row, adj in zip(rows, paired_stats.holm([r[p] for r in rows])):
+            row[key] = adj
+    return {"baseline": baseline, "baseline_config_id": base_id,
+            "on": "test final accuracies of completed trials; seeds averaged within an order; orders are the pairs",
+            "n_comparisons": sum(r["p"] == r["p"] for r in rows), "confidence": confidence,
+            "n_resamples": n_resamples, "seed": seed, "configs": rows}
 
 
 def best_per_label(entries: list[dict[str, Any]], fresh_suffix: str = "@fresh") -> dict[str, dict[str, Any]]:

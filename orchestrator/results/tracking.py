@@ -132,10 +132,27 @@ class StudyTracker:
         run = self.config_runs[config_id]
         stats = {k: v for k, v in entry.items() if k not in ("opd_per_task", "window_mse_mean")}
         stats.update({f"opd_task_{j}": v for j, v in enumerate(entry.get("opd_per_task") or [])})
-        self.client.log_batch(run, metrics=_metrics(stats))
+        stats.pop("curve", None)
+        curve = [m for i, v in enumerate(entry.get("curve") or []) for m in _metrics({"curve": v}, step=i)]
+        self.client.log_batch(run, metrics=_metrics(stats) + curve)
         self.client.log_dict(run, clean(entry), "summary_entry.json")
         ok = entry.get("acc_mean", entry.get("mse_mean")) is not None
         self.client.set_terminated(run, "FINISHED" if ok else "FAILED")
+
+    def log_paired(self, block: dict[str, Any] | None) -> None:
+        """The summary's paired comparisons on each compared config's run: ``paired_dacc``, its interval
+        ``paired_dacc_lo`` / ``paired_dacc_hi``, ``paired_p`` (and Holm's ``paired_p_holm``, the number of
+        orders paired ``paired_R``); the baseline's label and config id as tags."""
+        for row in (block or {}).get("configs", []):
+            run = self.config_runs.get(row["config_id"])
+            if run is None:
+                continue
+            values = {"paired_dacc": row["dacc"], "paired_dacc_lo": row["dacc_lo"], "paired_dacc_hi": row["dacc_hi"],
+                      "paired_p": row["p"], "paired_p_holm": row.get("p_holm"), "paired_R": row["R"],
+                      "paired_dforgetting": row["dforgetting"]}
+            self.client.log_batch(run, metrics=_metrics({k: v for k, v in values.items() if v is not None}),
+                                  tags=[RunTag("clorch.paired_baseline", block["baseline"]),
+                                        RunTag("clorch.paired_baseline_config", block["baseline_config_id"])])
 
     def finish(self, summary: dict[str, Any], failed: bool) -> None:
         self.client.log_dict(self.study_run, clean(summary), "summary.json")

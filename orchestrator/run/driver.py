@@ -243,7 +243,7 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     meta = {"benchmark": study.benchmark.model_dump(), "kind": benchmark.kind,
             "validation": benchmark.validation_source, "num_tasks": benchmark.num_tasks, "setting": setting,
             "orders": [list(o) for o in orders], "final_orders": [list(o) for o in study.final_orders()],
-            "seeds": study.seeds, "wall_s": time.monotonic() - started,
+            "seeds": study.seeds, "wall_s": time.monotonic() - started, "baseline": study.baseline_label,
             "search": {"algorithm": study.search.algorithm, "objective": study.search.objective.model_dump(),
                        "objective_text": describe(study.search.objective),
                        "scheduler": study.search.scheduler.kind}}
@@ -253,6 +253,7 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     write_json(out / "summary.json", summary)
     for entry in summary["configs"]:
         tracker.log_config(entry["config_id"], entry)
+    tracker.log_paired(summary.get("paired"))
     tracker.finish(summary, failed=summary["trials_failed"] > 0)
     print(format_table(summary))
     print(f"results: {out}/summary.json   MLflow: {study.tracking.uri} (experiment {study.experiment})",

@@ -76,6 +76,10 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
         restore_rng(resume.rng)
         start = resume.tasks_done
         resumed_at = [*resume.resumed_at, start]
+    first: dict[str, Any] = {"test_sizes": [int(t.x.shape[0]) for t in test]}  # rides on the row of position 0
+    if spec.evaluate_unseen and start == 0:  # forward transfer's reference: the untrained network
+        first["init_row"] = to_json_row(np.array([accuracy(lambda x, j=j: method.predict(x, j), test[j].x, test[j].y)
+                                                  for j in range(T)], dtype=float))
     learn_all = getattr(method, "learn_all", None)  # offline methods (joint) see every task first
     for position, task_id in enumerate(spec.order):
         if position < start:
@@ -105,6 +109,7 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
             "train_s": trained - started, "eval_s": evaluated - trained,
             **{f"info_{k}": float(v) for k, v in info.items()},
             **({"series": series} if series else {}),
+            **(first if position == 0 else {}),
         }
         rows.append(row)
         if report is not None:

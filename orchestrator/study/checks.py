@@ -77,6 +77,9 @@ def check_study(study: Study) -> list[tuple[str, Any, str]]:
         if m.display in labels:
             problems.append((f"methods[{i}].label", m.label, f"duplicates methods[{labels[m.display]}]; give each entry a distinct label"))
         labels[m.display] = i
+    if study.baseline is not None and study.baseline not in {m.display for m in study.methods}:
+        problems.append(("baseline", study.baseline, "names no method label; labels: "
+                         + ", ".join(m.display for m in study.methods)))
     if num_tasks is not None and kind == "classification":
         problems += _check_selection(study)
     return problems

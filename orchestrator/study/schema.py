@@ -207,6 +207,8 @@ class Study(Strict):
     output_dir: str = "results"
     data_root: str | None = Field(None, description="dataset root; else --data-root, else $CLORCH_DATA_ROOT, else ./data")
     evaluate_unseen: bool = Field(False, description="also evaluate tasks not yet learned (forward transfer)")
+    baseline: str | None = Field(None, description="the method label every other method is compared with, order "
+                                                   "by order (paired differences); default: the first method's label")
     storage: str | None = Field(None, description="Ray Tune storage for trial checkpoints: a path every node "
                                                   "sees (NFS) or s3://...; default <output_dir>/<name>/tune")
     retries: int = Field(2, ge=0, le=1000, description="times a trial whose worker dies is retried from its last task")
@@ -237,6 +239,11 @@ class Study(Strict):
     @property
     def experiment(self) -> str:
         return self.tracking.experiment or self.name
+
+    @property
+    def baseline_label(self) -> str:
+        """The paired comparisons' baseline: ``baseline``, else the first method entry's label."""
+        return self.baseline or self.methods[0].display
 
     # The registry-derived views below import the benchmark registry when called, not when this
     # module is imported: results/ and report/ read the schema without loading torch or a method.
