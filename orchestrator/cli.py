@@ -27,9 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted study: keep its finished trials (no rerun, no second MLflow "
                           "run), start unfinished ones from their last checkpoint")
+    configs_help = ("another study's results directory (results/<study>/) or summary.json: each method entry "
+                    "whose label is in its `best` runs that winner's params, fixed (tune on one benchmark, "
+                    "evaluate on another)")
+    run.add_argument("--configs-from", metavar="OTHER", help=configs_help)
     val = sub.add_parser("validate", help="check a study file without running it")
     val.add_argument("study")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    val.add_argument("--configs-from", metavar="OTHER", help=configs_help)
     lst = sub.add_parser("list", help="methods and benchmarks with their parameters (plugins' beside the built-ins)")
     lst.add_argument("targets", nargs="*", metavar="STUDY.yaml|NAME",
                      help="a study file (its plugins are listed too) and/or names of methods or benchmarks to show alone")
@@ -75,11 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         return _report(args)
     try:
-        study = load_study(args.study, args.overrides)
+        study = load_study(args.study, args.overrides, configs_from=args.configs_from)
     except StudyError as e:
         print(e, file=sys.stderr)
         return 2
     _print_notes()
+    if study.configs_from is not None:
+        from orchestrator.study.configs_from import describe
+
+        print(describe(study.configs_from), flush=True)
     if args.command == "validate":
         from orchestrator.study.expand import expand_configs
 

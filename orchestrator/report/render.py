@@ -275,6 +275,36 @@ def _selection_line(summary: dict) -> str:
             f"validation matrices; every number in the tables is on test. Validation: {source}")
 
 
+def _protocol_lines(summary: dict) -> list[str]:
+    """search.protocol first_tasks and --configs-from: what tuning saw, and the numbers on the tasks it did not."""
+    lines: list[str] = []
+    origin = summary.get("configs_from_study")
+    if summary.get("configs_from") and origin:
+        reused = ", ".join(f"{label} ({cid})" for label, cid in (origin.get("configs") or {}).items()) or "none"
+        lines.append(f"- configs chosen on study {origin.get('study')} (benchmark {origin.get('benchmark')}), "
+                     f"read from {summary['configs_from']}: {reused} ran those fixed params here, no search"
+                     + (f"; kept as in this study: {', '.join(origin['absent'])}" if origin.get("absent") else ""))
+    k = summary.get("first_tasks")
+    if not k:
+        return lines + ([""] if lines else [])
+    T = summary.get("num_tasks", "T")
+    lines.append(f"- tuning protocol first_tasks {k}: every search trial learned only the first {k} tasks of its "
+                 f"order, so those {k} tasks of every order were SEEN WHILE TUNING; each searched method's winner "
+                 f"then ran on all {T} tasks of the full orders (label @full), and those runs' test numbers are "
+                 f"the ones to report. Over tasks {k + 1}..{T} only (never seen while tuning):")
+    lines.append("")
+    rows = [[e["label"], _pm(e.get("acc_mean"), e.get("acc_std")),
+             _pm(e.get("unseen_acc_mean"), e.get("unseen_acc_std")),
+             _pm(e.get("unseen_forgetting_mean"), e.get("unseen_forgetting_std"))]
+            for e in summary.get("configs", []) if "unseen_acc_mean" in e]
+    if rows:
+        lines += [_table(["config", "ACC (all tasks)", f"ACC tasks {k + 1}..{T}", f"Forgetting tasks {k + 1}..{T}"],
+                         rows), ""]
+    else:
+        lines += ["(no full-order run completed)", ""]
+    return lines
+
+
 def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str, str],
            n_resamples: int, confidence: float, seed: int) -> str:
     """report.md's text. ``figure_files``: figure name -> path relative to report.md."""
@@ -297,6 +327,7 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
         f"- {_selection_line(summary)}", "",
     ]
     lines += [f"- note: {n}" for n in data.notes]
+    lines += _protocol_lines(summary)
     lines += ["## Comparison", ""]
     warning = r_warning(results)
     if warning:
@@ -353,6 +384,10 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
                 if f and f.get("objective") is not None:
                     line += (f"; re-run on {f['R']} fresh orders, the estimate to report: objective "
                              f"{_num(f['objective'])}, ACC {_pm(f['acc_mean'], f['acc_std'])}, AOPD {_num(f['aopd'])}")
+                u = b.get("full")  # search.protocol first_tasks: the winner on the full orders
+                if u and u.get("acc_mean") is not None:
+                    line += (f"; tuned on the first {u.get('unseen_after')} tasks, run on {u['R']} full orders, the "
+                             f"numbers to report: ACC {_pm(u['acc_mean'], u['acc_std'])}, AOPD {_num(u['aopd'])}")
                 lines.append(line)
             elif ok:
                 best = max(ok, key=lambda r: r.entry["acc_mean"])

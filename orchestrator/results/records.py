@@ -51,9 +51,10 @@ STATUSES = ("completed", "failed", "stopped")
 STREAM_WINDOWS = 100  # a stream's squared error is kept as this many time-window means
 
 _SPEC_FIELDS = ("trial_id", "config_id", "label", "method", "params", "order", "order_index", "seed", "setting",
-                "evaluate_unseen", "searched")
+                "evaluate_unseen", "searched", "max_tasks")
 _SPEC_DEFAULTS = {"trial_id": "", "config_id": "", "label": "", "method": "", "params": {}, "order": (),
-                  "order_index": 0, "seed": 0, "setting": "", "evaluate_unseen": False, "searched": {}}
+                  "order_index": 0, "seed": 0, "setting": "", "evaluate_unseen": False, "searched": {},
+                  "max_tasks": None}
 
 
 def to_json_row(values: np.ndarray) -> list[float | None]:
@@ -98,6 +99,7 @@ class TrialRecord:
     setting: str
     evaluate_unseen: bool
     searched: dict[str, Any] = field(default_factory=dict)  # the config's values drawn from search spaces, by path
+    max_tasks: int | None = None  # a search trial of search.protocol first_tasks: it learned order[:max_tasks]
     status: str = "completed"
     error: str | None = None
     timings: list[dict[str, Any]] = field(default_factory=list)  # {position, task_id, train_s, eval_s}
@@ -133,6 +135,8 @@ class TrialRecord:
     # ------------------------------------------------------------ JSON
     def _common_json(self) -> dict[str, Any]:
         d = {**self.spec.to_dict(), "kind": self.kind, "status": self.status, "error": self.error}
+        if d.get("max_tasks") is None:  # the full protocol: the record's JSON is as before
+            d.pop("max_tasks", None)
         return d
 
     def _tail_json(self) -> dict[str, Any]:
@@ -281,9 +285,44 @@ class ClassificationRecord(TrialRecord):
         return split == "test" or (split == "val" and self.val_rows is not None)
 
     def stats(self, split: str = "test") -> dict[str, float] | None:
+        """Per-trial statistics; a truncated trial's (``max_tasks`` k) are those of its k x k sub-matrix."""
         if not self.completed or not self.has_split(split):
             return None
-        return stats.trial_stats(self.matrix(split), self.order, self.init_row)
+        A, order = self.scored(split)
+        return stats.trial_stats(A, order, None if self.truncated else self.init_row)
+
+    @property
+    def truncated(self) -> bool:
+        """A search trial that learned only the first ``max_tasks`` tasks of its order (search.protocol first_tasks)."""
+        return self.max_tasks is not None and self.max_tasks < len(self.order)
+
+    def scored(self, split: str = "test") -> tuple[np.ndarray, tuple[int, ...]]:
+        """(matrix, order) the statistics read: the whole matrix and order, or for a truncated trial the
+        k x k sub-matrix over the tasks ``order[:k]``, reindexed (column i: the i-th task learned; order 0..k-1)."""
+        A = self.matrix(split)
+        if not self.truncated:
+            return A, self.order
+        k = self.max_tasks
+        return A[:k][:, list(self.order[:k])], tuple(range(k))
+
+    def unseen_stats(self, k: int, split: str = "test") -> dict[str, float] | None:
+        """Over the tasks ``order[k:]`` only (those a first_tasks search never saw): ACC of their final
+        accuracies, and forgetting over them (each but the last task of the order). None unless completed."""
+        if not self.completed or not self.has_split(split) or not 0 < k < len(self.order):
+            return None
+        A = self.matrix(split)
+        unseen = list(self.order[k:])
+        drops = []
+        for position, j in enumerate(self.order):
+            if j in unseen and position < len(self.order) - 1:
+                history = A[position:-1, j]
+                if np.any(~np.isnan(history)):
+                    drops.append(float(np.nanmax(history)) - A[-1, j])
+        final = A[-1, unseen]
+        final = final[~np.isnan(final)]
+        drops = [d for d in drops if d == d]
+        return {"unseen_acc": float(final.mean()) if final.size else float("nan"),
+                "unseen_forgetting": float(np.mean(drops)) if drops else float("nan")}
 
     def mlflow_metrics(self) -> list[tuple[str, float, int]]:
         out = self._stat_metrics(self.stats())
@@ -335,8 +374,21 @@ class ClassificationRecord(TrialRecord):
 
     @classmethod
     def config_stats(cls, records: Sequence[TrialRecord], split: str = "test") -> dict[str, Any]:
-        return stats.config_stats([r.matrix(split) for r in records], [r.order for r in records],
-                                  [r.init_row for r in records], [r.test_sizes for r in records])
+        if not any(r.truncated for r in records):
+            return stats.config_stats([r.matrix(split) for r in records], [r.order for r in records],
+                                      [r.init_row for r in records], [r.test_sizes for r in records])
+        # Truncated search trials: their k x k sub-matrices. Every reindexed order is 0..k-1, so R and OPD
+        # are computed here over the orders' real prefixes: AOPD/MOPD over OPD_i, the spread of the final ACC
+        # of the i-th task learned. Per task identity OPD is undefined (orders learn different tasks): NaN.
+        scored = [r.scored(split) for r in records]
+        out = stats.config_stats([A for A, _ in scored], [o for _, o in scored])
+        finals = _by_prefix(records, [stats.final_accuracies(A) for A, _ in scored])
+        opd_i = stats.opd(np.array([np.mean(v, axis=0) for v in finals.values()]))
+        known = opd_i[~np.isnan(opd_i)]
+        out.update(R=len(finals), aopd=float(known.mean()) if known.size else float("nan"),
+                   mopd=float(known.max()) if known.size else float("nan"),
+                   opd_per_task=[float("nan")] * records[0].num_tasks)
+        return out
 
     @classmethod
     def empty_config_stats(cls) -> dict[str, Any]:
@@ -346,8 +398,17 @@ class ClassificationRecord(TrialRecord):
 
     @classmethod
     def objective(cls, spec: ObjectiveSpec, records: Sequence[TrialRecord], split: str = "val") -> float:
-        return stats.order_objective([r.matrix(split) for r in records], [r.order for r in records],
-                                     spec.kind, k=spec.k, c=spec.c)
+        if not any(r.truncated for r in records):
+            return stats.order_objective([r.matrix(split) for r in records], [r.order for r in records],
+                                         spec.kind, k=spec.k, c=spec.c)
+        scored = [r.scored(split) for r in records]
+        accs = [stats.acc(A) for A, _ in scored]
+        if spec.kind == "worst_acc":  # seeds of an order averaged first, as for full orders
+            return float(min(np.mean(v) for v in _by_prefix(records, accs).values()))
+        if spec.kind == "acc_minus_aopd":
+            aopd = cls.config_stats(records, split)["aopd"]
+            return float(np.nanmean(accs)) - spec.c * (0.0 if aopd != aopd else aopd)
+        return stats.order_objective([A for A, _ in scored], [o for _, o in scored], spec.kind, k=spec.k, c=spec.c)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -437,6 +498,14 @@ class StreamRecord(TrialRecord):
     def objective(cls, spec: ObjectiveSpec, records: Sequence[TrialRecord], split: str = "val") -> float:
         """-MSE (mean over seeds), whatever the study's objective: a stream has no orders to aggregate."""
         return -float(np.mean([r.mse for r in records]))
+
+
+def _by_prefix(records: Sequence[TrialRecord], values: Sequence[Any]) -> dict[tuple[int, ...], list[Any]]:
+    """``values`` (one per record) grouped by the part of the order each record learned."""
+    out: dict[tuple[int, ...], list[Any]] = {}
+    for r, v in zip(records, values):
+        out.setdefault(tuple(r.order[:r.max_tasks or len(r.order)]), []).append(v)
+    return out
 
 
 def _truth_at_trace(truth: dict[str, np.ndarray], steps: int, every: int) -> dict[str, list]:

@@ -48,35 +48,42 @@ def config_entry(config: Config, records: Sequence[TrialRecord | dict[str, Any]]
 
 def build_summary(study_name: str, meta: dict[str, Any], configs: list[Config],
                   records: Sequence[TrialRecord | dict[str, Any]], objective: ObjectiveSpec | None = None,
-                  fresh_suffix: str = "@fresh", selection: str = "val") -> dict[str, Any]:
+                  fresh_suffix: str = "@fresh", selection: str = "val", full_suffix: str = "@full",
+                  first_tasks: int | None = None) -> dict[str, Any]:
     records = as_records(records)
     by_config: dict[str, list[TrialRecord]] = {c.config_id: [] for c in configs}
     for r in records:
         by_config.setdefault(r.config_id, []).append(r)
     entries = [config_entry(c, by_config[c.config_id], objective, meta.get("kind"), selection) for c in configs]
+    if first_tasks:  # the full-order runs of first_tasks winners: also over the tasks the search never saw
+        for e in entries:
+            if e["label"].endswith(full_suffix):
+                e.update(unseen_entry(by_config[e["config_id"]], first_tasks))
     summary = {"study": study_name, **meta, "selection": selection, "trials_total": len(records),
                "trials_failed": sum(e["trials_failed"] for e in entries),
                "trials_stopped": sum(e["trials_stopped"] for e in entries), "configs": entries,
-               "best": best_per_label(entries, fresh_suffix)}
+               "best": best_per_label(entries, fresh_suffix, full_suffix)}
     baseline = meta.get("baseline") or (configs[0].label if configs else None)
-    block = paired_block(entries, by_config, summary["best"], baseline, fresh_suffix)
+    block = paired_block(entries, by_config, summary["best"], baseline, fresh_suffix, full_suffix)
     if block is not None:
         summary["paired"] = block
     return summary
 
 
 def compared_configs(entries: list[dict[str, Any]], best: dict[str, dict[str, Any]],
-                     fresh_suffix: str = "@fresh") -> dict[str, str]:
+                     fresh_suffix: str = "@fresh", full_suffix: str = "@full") -> dict[str, str]:
     """Per method label, the config a paired comparison uses: the search's selected config
-    (``best[label]``), else the label's only config; labels of fresh re-runs are left out."""
+    (``best[label]``; under search.protocol first_tasks its full-order run), else the label's only
+    config; labels of fresh re-runs are left out (they run on other orders)."""
     by_label: dict[str, list[str]] = {}
     for e in entries:
-        if not e["label"].endswith(fresh_suffix):
+        if not e["label"].endswith((fresh_suffix, full_suffix)):
             by_label.setdefault(e["label"], []).append(e["config_id"])
     out = {}
     for label, ids in by_label.items():
         if label in best:
-            out[label] = best[label]["config_id"]
+            full = best[label].get("full") or {}
+            out[label] = full.get("config_id") or best[label]["config_id"]
         elif len(ids) == 1:
             out[label] = ids[0]
     return out
@@ -84,6 +91,7 @@ def compared_configs(entries: list[dict[str, Any]], best: dict[str, dict[str, An
 
 def paired_block(entries: list[dict[str, Any]], by_config: dict[str, list[TrialRecord]],
                  best: dict[str, dict[str, Any]], baseline: str | None, fresh_suffix: str = "@fresh",
+                 full_suffix: str = "@full",
                  n_resamples: int = paired_stats.DEFAULT_RESAMPLES, confidence: float = paired_stats.DEFAULT_CONFIDENCE,
                  seed: int = paired_stats.DEFAULT_SEED) -> dict[str, Any] | None:
     """The summary's "paired" block: each method's config against the baseline's, order by order
@@ -91,7 +99,7 @@ def paired_block(entries: list[dict[str, Any]], by_config: dict[str, list[TrialR
     family of comparisons. None for streams, without a baseline config, or with nothing to compare."""
     if baseline is None or any(e.get("kind") == "regression_stream" for e in entries):
         return None
-    chosen = compared_configs(entries, best, fresh_suffix)
+    chosen = compared_configs(entries, best, fresh_suffix, full_suffix)
     base_id = chosen.pop(baseline, None)
     base_recs = completed(by_config.get(base_id, [])) if base_id else []
     if not base_recs or not chosen:
@@ -121,18 +129,39 @@ def paired_block(entries: list[dict[str, Any]], by_config: dict[str, list[TrialR
             "n_resamples": n_resamples, "seed": seed, "configs": rows}
 
 
-def best_per_label(entries: list[dict[str, Any]], fresh_suffix: str = "@fresh") -> dict[str, dict[str, Any]]:
+UNSEEN_KEYS = ("unseen_acc_mean", "unseen_acc_std", "unseen_forgetting_mean", "unseen_forgetting_std")
+
+
+def unseen_entry(records: Sequence[TrialRecord], k: int) -> dict[str, Any]:
+    """search.protocol first_tasks k: test ACC and forgetting over the tasks order[k:] of each completed trial
+    (tasks no search trial learned), mean and sample std over trials."""
+    import numpy as np
+
+    values = [s for s in (r.unseen_stats(k) for r in completed(records) if hasattr(r, "unseen_stats")) if s]
+    out: dict[str, Any] = {"unseen_after": k}
+    for key in ("unseen_acc", "unseen_forgetting"):
+        v = np.array([s[key] for s in values], dtype=float)
+        v = v[~np.isnan(v)]
+        out[f"{key}_mean"] = float(v.mean()) if v.size else None
+        out[f"{key}_std"] = float(v.std(ddof=1)) if v.size > 1 else None
+    return out
+
+
+def best_per_label(entries: list[dict[str, Any]], fresh_suffix: str = "@fresh",
+                   full_suffix: str = "@full") -> dict[str, dict[str, Any]]:
     """Per method label, the config with the best objective over the same trials that produced
     it (the study's objective, higher is better; for streams -MSE, shown as MSE). Only configs
     whose every trial completed are eligible: a mean over the survivors would flatter a config
     that diverged or was stopped on some orders or seeds. Searching and reporting on the same
     orders flatters the winner too: where the study re-ran it on fresh orders
     (``search.final_orders``), ``fresh`` holds that re-run's statistics and objective — the
-    estimate to report."""
+    estimate to report. Under search.protocol first_tasks the winner (chosen on the first k tasks) ran on the
+    full orders as label + ``full_suffix``: ``full`` holds that run's statistics — the numbers to report."""
     best: dict[str, dict[str, Any]] = {}
     fresh = {e["label"][:-len(fresh_suffix)]: e for e in entries if e["label"].endswith(fresh_suffix)}
+    full = {e["label"][:-len(full_suffix)]: e for e in entries if e["label"].endswith(full_suffix)}
     for e in entries:
-        if e["trials_failed"] or e["trials_stopped"] or e["label"].endswith(fresh_suffix):
+        if e["trials_failed"] or e["trials_stopped"] or e["label"].endswith((fresh_suffix, full_suffix)):
             continue
         stream = e.get("kind") == "regression_stream"
         value = e["objective"]
@@ -148,6 +177,11 @@ def best_per_label(entries: list[dict[str, Any]], fresh_suffix: str = "@fresh") 
         if f is not None and f["config_id"] == b["config_id"] + fresh_suffix:
             b["fresh"] = {k: f.get(k) for k in ("config_id", "R", "trials", "trials_failed", "objective", "acc_mean",
                                                 "acc_std", "aopd", "mopd", "bwt_mean", "forgetting_mean")}
+        f = full.get(label)
+        if f is not None and f["config_id"] == b["config_id"] + full_suffix:
+            b["full"] = {k: f.get(k) for k in ("config_id", "R", "trials", "trials_failed", "trials_stopped",
+                                               "objective", "acc_mean", "acc_std", "aopd", "mopd", "bwt_mean",
+                                               "forgetting_mean", "unseen_after", *UNSEEN_KEYS)}
     return best
 
 
@@ -189,6 +223,12 @@ def _best_lines(summary: dict[str, Any]) -> str:
         if f and f.get("objective") is not None:
             line += (f"\n    re-run on {f['R']} fresh orders (the estimate to report): objective "
                      f"{f['objective']:.4g}, ACC {_pm(f['acc_mean'], f['acc_std']).strip()}, AOPD {_num(f['aopd']).strip()}")
+        u = b.get("full")
+        if u and u.get("acc_mean") is not None:
+            line += (f"\n    tuned on the first {u['unseen_after']} tasks; on {u['R']} full orders (the numbers to "
+                     f"report): ACC {_pm(u['acc_mean'], u['acc_std']).strip()}, AOPD {_num(u['aopd']).strip()}; "
+                     f"tasks {u['unseen_after'] + 1}.. only: ACC {_num(u.get('unseen_acc_mean')).strip()}, "
+                     f"forgetting {_num(u.get('unseen_forgetting_mean')).strip()}")
         lines.append(line)
     return "\nbest per method:\n" + "\n".join(lines) if lines else ""
 

@@ -27,7 +27,8 @@ import datasets
 from orchestrator.run import checkpoint_store
 from orchestrator.cluster.connect import connect
 from orchestrator.study.schema import Config, TrialSpec
-from orchestrator.study.expand import expand_configs, is_adaptive, make_config, setting_of, split_params, trials_for
+from orchestrator.study.expand import (expand_configs, is_adaptive, is_searched, make_config, search_max_tasks,
+                                       setting_of, split_params, trials_for)
 from orchestrator.results.objective import describe, objective_value
 from orchestrator.results.records import TrialRecord
 from orchestrator.run.callbacks import tune_callback
@@ -50,6 +51,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 FRESH = "@fresh"  # suffix of the label and config id of a best config re-run on fresh orders
+FULL = "@full"    # search.protocol first_tasks: suffix of a winner re-run on the full orders
 
 
 def build_benchmark(study: Study, data_root: str | None = None) -> datasets.Benchmark:
@@ -83,14 +85,17 @@ class TuneRuns:
         found = self.checkpoints.get(spec.trial_id)
         return {"trial": spec.to_dict(), "resume_from": found[0] if found else None}
 
-    def _fit(self, phase: str, num_samples: int, param_space: dict[str, Any], search_alg=None) -> None:
+    def _fit(self, phase: str, num_samples: int, param_space: dict[str, Any], search_alg=None,
+             schedule: bool = True) -> None:
         from ray import tune
         from ray.tune.logger import JsonLoggerCallback
 
         from orchestrator.run.search import asha
 
         study = self.study
-        scheduler = asha(study, self.benchmark.num_tasks) if study.search.scheduler.kind == "asha" else None
+        # ASHA stops search trials; a re-run of one chosen config (or a fixed one) has nothing to choose among
+        scheduler = asha(study, self.benchmark.num_tasks) if study.search.scheduler.kind == "asha" and schedule \
+            else None
         name = self.lineage.new_experiment(phase)
         tuner = tune.Tuner(
             self.trainable,
@@ -113,15 +118,15 @@ class TuneRuns:
         left = self.remaining_s()
         return left is not None and left <= 0
 
-    def run_fixed(self, phase: str, trials: list[TrialSpec]) -> None:
-        """A fixed list of trials (a grid of whole trial specs)."""
+    def run_fixed(self, phase: str, trials: list[TrialSpec], schedule: bool = True) -> None:
+        """A fixed list of trials (a grid of whole trial specs); ``schedule``: under ASHA when the study has it."""
         from ray import tune
 
         if not trials:
             return
         self.recorder.expect(len(trials))
         if not self.budget_spent():
-            self._fit(phase, 1, {"unit": tune.grid_search([self.unit(t) for t in trials])})
+            self._fit(phase, 1, {"unit": tune.grid_search([self.unit(t) for t in trials])}, schedule=schedule)
         for t in trials:  # a trial Tune never ran still gets a record
             self.recorder.not_run(t, "not run: the time budget was spent" if self.budget_spent()
                                   else "trial did not run")
@@ -148,7 +153,8 @@ class TuneRuns:
                 return []
             seen.add(config.config_id)
             self.recorder.add_config(config)
-            return [{"unit": self.unit(t)} for t in trials_for(config, orders, seeds, setting, study.evaluate_unseen)]
+            return [{"unit": self.unit(t)} for t in trials_for(config, orders, seeds, setting, study.evaluate_unseen,
+                                                               max_tasks=study.search.first_tasks)]
 
         def known(searched: dict[str, Any]) -> float | None:
             recs = self.recorder.records_of(make_config(study, method_index, searched).config_id)
@@ -198,7 +204,9 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     setting = setting_of(study, benchmark.default_setting)
     configs = expand_configs(study)
     orders = study.task_orders()
-    trials = [t for c in configs for t in trials_for(c, orders, study.seeds, setting, study.evaluate_unseen)]
+    trials = [t for c in configs for t in trials_for(c, orders, study.seeds, setting, study.evaluate_unseen,
+                                                     max_tasks=search_max_tasks(study, c.label))]
+    first_tasks = study.search.first_tasks
     searched = [i for i in range(len(study.methods)) if is_adaptive(study, i)]
     out = study_dir(study.output_dir, study.name)
     members = len(orders) * len(study.seeds)
@@ -206,7 +214,9 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     print(f"study {study.name}: {planned} trials on {benchmark.name} ({benchmark.num_tasks} tasks): "
           f"{len(configs)} configs x {len(orders)} orders x {len(study.seeds)} seeds"
           + (f", plus Optuna TPE over {len(searched)} method(s), {study.search.num_samples} configs each"
-             if searched else ""), flush=True)
+             if searched else "")
+          + (f"; protocol first_tasks: search trials learn the first {first_tasks} tasks of each order, each "
+             f"searched method's winner then runs on the full orders" if first_tasks else ""), flush=True)
 
     connect(address, runtime_env=worker_environment(study, address))
     import ray
@@ -232,11 +242,16 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
         print(f"resuming: {len(recorder.previous)} trials finished earlier are kept"
               + (f" ({filled} added to MLflow)" if filled else ""), flush=True)
     runs = TuneRuns(study, benchmark, recorder, storage, lineage)
-    runs.run_fixed("search", [t for t in trials if t.trial_id not in recorder.previous])
+    todo = [t for t in trials if t.trial_id not in recorder.previous]
+    if first_tasks and study.search.scheduler.kind == "asha":  # ASHA's max_t is k: full-order trials run apart
+        runs.run_fixed("search", [t for t in todo if t.max_tasks is not None])
+        runs.run_fixed("fixed", [t for t in todo if t.max_tasks is None], schedule=False)
+    else:
+        runs.run_fixed("search", todo)
     for index in searched:
         runs.run_optuna(index, setting)
-    fresh = _fresh_reruns(study, recorder, setting)
-    runs.run_fixed("final", [t for t in fresh if t.trial_id not in recorder.previous])
+    final = _full_reruns(study, recorder, setting) if first_tasks else _fresh_reruns(study, recorder, setting)
+    runs.run_fixed("final", [t for t in final if t.trial_id not in recorder.previous], schedule=False)
 
     all_configs = list(recorder.configs.values())
     records = [r for c in all_configs for r in recorder.records_of(c.config_id)]
@@ -246,9 +261,19 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
             "seeds": study.seeds, "wall_s": time.monotonic() - started, "baseline": study.baseline_label,
             "search": {"algorithm": study.search.algorithm, "objective": study.search.objective.model_dump(),
                        "objective_text": describe(study.search.objective),
-                       "scheduler": study.search.scheduler.kind}}
+                       "scheduler": study.search.scheduler.kind,
+                       "protocol": study.search.model_dump(mode="json")["protocol"]}}
+    if first_tasks:
+        meta["first_tasks"] = first_tasks
     summary = build_summary(study.name, meta, all_configs, records, study.search.objective, FRESH,
-                            study.search.selection)
+                            study.search.selection, full_suffix=FULL, first_tasks=first_tasks)
+    if study.configs_from:  # --configs-from: where each reused entry's config was chosen
+        summary["configs_from"] = study.configs_from["path"]
+        summary["configs_from_study"] = {k: study.configs_from[k] for k in ("study", "benchmark", "configs", "absent")}
+        for entry in summary["configs"]:
+            source = study.configs_from["configs"].get(entry["label"].removesuffix(FULL).removesuffix(FRESH))
+            if source:
+                entry["source_config_id"] = source
     summary["mlflow_study_run"] = tracker.study_run  # where the report (written by the caller) is logged
     write_json(out / "summary.json", summary)
     for entry in summary["configs"]:
@@ -293,7 +318,7 @@ def _searched_value(rec: TrialRecord, path: str) -> Any:
 
 def _config_of_record(study: Study, rec: TrialRecord) -> Config:
     """The Config of an earlier run's trial record, its searched values read off its params."""
-    label = rec.label.removesuffix(FRESH)
+    label = rec.label.removesuffix(FRESH).removesuffix(FULL)
     entry = next((m for m in study.methods if m.display == label), None)
     spaces = split_params(entry.params)[1] if entry is not None else {}
     return Config(rec.config_id, rec.label, rec.method, rec.params,
@@ -328,6 +353,32 @@ def _fresh_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[T
     if trials:
         print(f"re-running the best config of {len({t.label for t in trials})} searched method(s) on "
               f"{len(fresh_orders)} fresh orders", flush=True)
+    return trials
+
+
+def _full_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[TrialSpec]:
+    """search.protocol first_tasks: the winner of every searched label (its search trials learned only the first
+    k tasks), on the study's full orders, or on ``search.final_orders`` when given; label and id + FULL."""
+    k = study.search.first_tasks
+    labels = {m.display for i, m in enumerate(study.methods) if is_searched(study, i)}
+    fresh = bool(study.final_orders())
+    orders = study.final_orders() if fresh else study.task_orders()
+    chosen = [c for c in recorder.configs.values() if c.label in labels]
+    best = best_per_label([config_entry(c, recorder.records_of(c.config_id), study.search.objective,
+                                        selection=study.search.selection) for c in chosen], FRESH)
+    trials: list[TrialSpec] = []
+    for label in sorted(labels):
+        if label not in best:
+            print(f"{label}: no config completed every search trial; nothing to run on the full orders", flush=True)
+            continue
+        winner = recorder.configs[best[label]["config_id"]]
+        rerun = Config(winner.config_id + FULL, label + FULL, winner.method, winner.params, winner.searched)
+        recorder.add_config(rerun)
+        trials += trials_for(rerun, orders, study.seeds, setting, study.evaluate_unseen, tag="f" if fresh else "o")
+    if trials:
+        print(f"running the winner of {len({t.label for t in trials})} searched method(s), tuned on the first {k} "
+              f"tasks, on {len(orders)} {'fresh' if fresh else 'full'} orders of all {study.num_tasks} tasks",
+              flush=True)
     return trials
 
 

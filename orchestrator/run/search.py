@@ -79,6 +79,7 @@ def asha(study: Study, num_tasks: int):
     from ray.tune.schedulers import ASHAScheduler
 
     spec = study.search.scheduler
+    max_t = study.search.first_tasks or num_tasks  # first_tasks: a search trial ends after k tasks
     return ASHAScheduler(time_attr=ASHA_TIME, metric=ASHA_METRICS[study.search.selection], mode="max",
-                         max_t=num_tasks,
-                         grace_period=min(spec.grace_tasks, num_tasks), reduction_factor=spec.reduction_factor)
+                         max_t=max_t,
+                         grace_period=min(spec.grace_tasks, max_t), reduction_factor=spec.reduction_factor)

@@ -59,6 +59,8 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
     method = entry.target(params, ctx)
 
     T = benchmark.num_tasks
+    # search.protocol first_tasks: a search trial learns order[:max_tasks] and ends there, completed
+    last = T if spec.max_tasks is None else min(T, max(1, spec.max_tasks))
     matrix = np.full((T, T), np.nan)
     val_matrix = np.full((T, T), np.nan)
     test = [task.on(device, "test") for task in benchmark.tasks]  # moved once, reused every row
@@ -81,7 +83,7 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
         first["init_row"] = to_json_row(np.array([accuracy(lambda x, j=j: method.predict(x, j), test[j].x, test[j].y)
                                                   for j in range(T)], dtype=float))
     learn_all = getattr(method, "learn_all", None)  # offline methods (joint) see every task first
-    for position, task_id in enumerate(spec.order):
+    for position, task_id in enumerate(spec.order[:last]):
         if position < start:
             continue
         started = time.perf_counter()
@@ -119,14 +121,14 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
             if checkpoints:
                 out["checkpoint"] = TrialState(position + 1, [dict(r) for r in rows], method.state_dict(),
                                                capture_rng(), resumed_at)
-            if position == T - 1:  # the record travels with the last row: a scheduler that stops
+            if position == last - 1:  # the record travels with the last row: a scheduler that stops
                 out["record"] = _final_record(spec, rows, T, resumed_at, method, begun).to_json()  # nothing lost
             report(out)
-    if report is not None and start < T:
+    if report is not None and start < last:
         return out["record"]
     rec = _final_record(spec, rows, T, resumed_at, method, begun).to_json()
     if report is not None:  # resumed from a checkpoint taken after the last task
-        report({"record": rec, "tasks_learned": T, "acc_seen": rows[-1]["acc_seen"],
+        report({"record": rec, "tasks_learned": last, "acc_seen": rows[-1]["acc_seen"],
                 "val_acc_seen": rows[-1].get("val_acc_seen", float("nan")), "rows_before": rows})
     return rec
 

@@ -234,6 +234,15 @@ def _check_search(study: Study, kind: str | None, num_tasks: int | None) -> list
                              f"ASHA compares single trials by their accuracy on the tasks seen so far, a per-order "
                              f"proxy for mean ACC; objective {search.objective.kind} needs every order's final row, "
                              "which no early rung approximates: use objective kind mean_acc, or scheduler kind none"))
+    k = search.first_tasks
+    if k is not None:
+        if kind == "regression_stream":
+            problems.append(("search.protocol.first_tasks", k, "a regression stream has no tasks to truncate; "
+                             "use protocol: full"))
+        elif num_tasks is not None and not 1 <= k < num_tasks:
+            problems.append(("search.protocol.first_tasks", k, f"must be at least 1 and less than the number of "
+                             f"tasks ({num_tasks}): the search learns the first k tasks of each order, the winner "
+                             "then runs on all of them"))
     if search.final_orders is not None:
         if kind == "regression_stream":
             problems.append(("search.final_orders", _MISSING, "a regression stream has no task orders; remove it"))

@@ -90,13 +90,28 @@ def _plain(value: Any) -> Any:
 
 
 def trials_for(config: Config, orders: list[tuple[int, ...]], seeds: list[int], setting: str,
-               evaluate_unseen: bool, tag: str = "o") -> list[TrialSpec]:
-    """One trial per (order, seed). ``tag`` "o" for the study's orders, "f" for the fresh re-run orders."""
+               evaluate_unseen: bool, tag: str = "o", max_tasks: int | None = None) -> list[TrialSpec]:
+    """One trial per (order, seed). ``tag`` "o" for the study's orders, "f" for the fresh re-run orders.
+    ``max_tasks``: each trial learns only the first that many tasks of its order (search.protocol first_tasks)."""
     return [TrialSpec(trial_id=f"{config.config_id}-{tag}{r}-s{seed}", config_id=config.config_id,
                       label=config.label, method=config.method, params=config.params, order=order,
                       order_index=r, seed=seed, setting=setting, evaluate_unseen=evaluate_unseen,
-                      searched=dict(config.searched))
+                      searched=dict(config.searched), max_tasks=max_tasks)
             for r, order in enumerate(orders) for seed in seeds]
+
+
+def is_searched(study: Study, method_index: int) -> bool:
+    """The method entry has search spaces: its configs are chosen among (by the grid, random draws or Optuna)."""
+    return bool(split_params(study.methods[method_index].params)[1])
+
+
+def search_max_tasks(study: Study, label: str) -> int | None:
+    """``max_tasks`` of a trial of ``label``'s configs: k under ``search.protocol: {first_tasks: k}`` when the
+    label's entry is searched, else None (every task of the order)."""
+    k = study.search.first_tasks
+    if k is None:
+        return None
+    return k if any(m.display == label and is_searched(study, i) for i, m in enumerate(study.methods)) else None
 
 
 def setting_of(study: Study, default_setting: str) -> str:
@@ -107,4 +122,5 @@ def expand_trials(study: Study, default_setting: str) -> list[TrialSpec]:
     """The trials known up front; ``default_setting``: the benchmark's own, unless the study names one."""
     setting = setting_of(study, default_setting)
     return [t for config in expand_configs(study)
-            for t in trials_for(config, study.task_orders(), study.seeds, setting, study.evaluate_unseen)]
+            for t in trials_for(config, study.task_orders(), study.seeds, setting, study.evaluate_unseen,
+                                max_tasks=search_max_tasks(study, config.label))]

@@ -17,8 +17,9 @@ from orchestrator.study.checks import check_study
 from orchestrator.study.schema import Study
 
 
-def load_study(path: str | Path, overrides: list[str] = ()) -> Study:
-    """Read, override (``key.sub=value``), validate. Raises StudyError, nothing else."""
+def load_study(path: str | Path, overrides: list[str] = (), configs_from: str | Path | None = None) -> Study:
+    """Read, override (``key.sub=value``), reuse another study's configs (``configs_from``, see
+    orchestrator/study/configs_from.py), validate. Raises StudyError, nothing else."""
     source = str(path)
     try:
         text = Path(path).read_text()
@@ -34,7 +35,14 @@ def load_study(path: str | Path, overrides: list[str] = ()) -> Study:
         raise StudyError(source, [("", raw, "a study file is a YAML mapping with name, benchmark, orders, methods")])
     for item in overrides:
         _apply_override(raw, item, source)
-    return parse_study(raw, source, Path(path).resolve().parent)
+    info = None
+    if configs_from is not None:
+        from orchestrator.study.configs_from import apply_configs_from
+
+        raw, info = apply_configs_from(raw, configs_from, source)
+    study = parse_study(raw, source, Path(path).resolve().parent)
+    study._configs_from = info
+    return study
 
 
 def parse_study(raw: dict, source: str = "<study>", base_dir: Path | None = None) -> Study:

@@ -165,6 +165,13 @@ class SchedulerSpec(Strict):
     reduction_factor: float = Field(3.0, gt=1, le=100, description="asha: keep the top 1/reduction_factor at each rung")
 
 
+class FirstTasks(Strict):
+    """Tune on the first k tasks of every order (A-GEM, arXiv 1812.00420; Mai et al.), then run the winner on
+    the full orders: the tasks k+1..T were never seen while tuning."""
+
+    first_tasks: int = Field(ge=1, le=100_000, description="tasks every search trial learns (1 <= k < the number of tasks)")
+
+
 class SearchSpec(Strict):
     algorithm: Literal["grid", "random", "optuna"] = Field(
         "grid", description="grid: grid params crossed, other spaces drawn num_samples times per grid point | "
@@ -180,6 +187,15 @@ class SearchSpec(Strict):
     max_concurrent: int | None = Field(None, ge=1, le=100_000, description="trials at once (default: as resources allow)")
     final_orders: OrdersSpec | None = Field(
         None, description="re-run each searched method's best config on these fresh orders (never the search's)")
+    protocol: Union[Literal["full"], FirstTasks] = Field(
+        "full", description="full: a config is scored over all tasks of its orders | {first_tasks: k}: search "
+                            "trials learn only the first k tasks of each order; each searched method's winner then "
+                            "runs on the full orders (or final_orders), label suffix @full")
+
+    @property
+    def first_tasks(self) -> int | None:
+        """k of ``protocol: {first_tasks: k}``; None for the full protocol."""
+        return self.protocol.first_tasks if isinstance(self.protocol, FirstTasks) else None
 
 
 class Resources(Strict):
@@ -215,6 +231,12 @@ class Study(Strict):
     plugins: list[str] = Field([], description="your own methods/benchmarks: .py files or package folders relative "
                                                "to the study file, or importable module names")
     _plugin_refs: list = PrivateAttr(default_factory=list)  # what loading resolved; shipped to every trial worker
+    _configs_from: dict | None = PrivateAttr(default=None)  # --configs-from: where the fixed configs came from
+
+    @property
+    def configs_from(self) -> dict | None:
+        """--configs-from OTHER: {path, study, benchmark, configs: {label: source config id}, absent: [labels]}."""
+        return self._configs_from
 
     @property
     def plugin_refs(self) -> list:
@@ -311,6 +333,7 @@ class TrialSpec:
     setting: str
     evaluate_unseen: bool
     searched: dict[str, Any] = field(default_factory=dict)  # the config's values drawn from a search space, by path
+    max_tasks: int | None = None  # learn only the first max_tasks tasks of the order (search.protocol first_tasks)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
