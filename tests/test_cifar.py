@@ -171,12 +171,16 @@ def test_split_cifar10_pairs_classes_and_relabels(root):
     assert b.tasks[1].name == "cifar10 class2/class3"
     assert_images_match_labels(b)
     for t in b.tasks:
-        assert set(t.y_train.tolist()) == set(t.y_test.tolist()) == {0, 1}
-        assert len(t.y_train) == 2 * C10_TRAIN and len(t.y_test) == 2 * C10_TEST
+        assert set(t.y_train.tolist()) == set(t.y_val.tolist()) == set(t.y_test.tolist()) == {0, 1}
+        # the default val_fraction 0.1 holds out 1 of the 10 training images of each class
+        assert np.bincount(t.y_val).tolist() == [1, 1] and np.bincount(t.y_train).tolist() == [C10_TRAIN - 1] * 2
+        assert len(t.y_test) == 2 * C10_TEST
+        assert not serials(t.x_val) & serials(t.x_train)
         for x in (t.x_train, t.x_val, t.x_test):
             assert x.dtype == np.uint8 and x.shape[1:] == (3, 32, 32) and x.flags.c_contiguous
-    # every training image of the five batches is used exactly once
-    assert set().union(*(serials(t.x_train) for t in b.tasks)) == set(range(10 * C10_TRAIN))
+    # every training image of the five batches is used exactly once (in training or in validation)
+    assert sum(len(t.y_train) + len(t.y_val) for t in b.tasks) == 10 * C10_TRAIN
+    assert set().union(*(serials(t.x_train) | serials(t.x_val) for t in b.tasks)) == set(range(10 * C10_TRAIN))
 
 
 def test_class_order_seed_reassigns_classes_reproducibly(root):
@@ -252,7 +256,9 @@ def test_val_and_train_fractions_are_stratified_and_disjoint(root):
     other = build("split_cifar10", root, val_fraction=0.2, train_fraction=0.5, split_seed=2, normalize=False)
     assert serials(same.tasks[0].x_val) == serials(b.tasks[0].x_val)
     assert any(serials(o.x_train) != serials(t.x_train) for o, t in zip(other.tasks, b.tasks))
-    assert build("split_cifar10", root).tasks[0].x_val.shape == (0, 3, 32, 32)
+    default = build("split_cifar10", root).tasks[0]  # val_fraction 0.1 by default: 1 of 10 per class
+    assert np.bincount(default.y_val).tolist() == [1, 1] and np.bincount(default.y_train).tolist() == [9, 9]
+    assert build("split_cifar10", root, val_fraction=0.0).tasks[0].x_val.shape == (0, 3, 32, 32)  # 0: none
 
 
 @pytest.mark.parametrize("name, dataset", [("split_cifar10", "cifar10"), ("split_cifar100", "cifar100"),

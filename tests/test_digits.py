@@ -19,17 +19,25 @@ def test_split_digits_tasks_are_disjoint_class_pairs_with_local_labels():
         assert set(np.unique(t.y_train)) == {0, 1} and set(np.unique(t.y_test)) == {0, 1}
         assert t.x_train.shape[1:] == (1, 8, 8) and t.x_train.dtype == np.float32
         assert 0.0 <= t.x_train.min() and t.x_train.max() <= 1.0
-    total = sum(len(t.y_train) + len(t.y_test) for t in b.tasks)
-    assert total == 1797  # every image used exactly once
+        assert set(np.unique(t.y_val)) == {0, 1} and t.x_val.shape[1:] == (1, 8, 8)
+    total = sum(len(t.y_train) + len(t.y_val) + len(t.y_test) for t in b.tasks)
+    assert total == 1797  # every image used exactly once (train, validation or test)
+    images = [x.tobytes() for t in b.tasks for x in (*t.x_train, *t.x_val, *t.x_test)]
+    assert len(set(images)) == 1797  # (the 1,797 bundled images are all distinct)
 
 
 def test_split_is_stratified_and_train_test_do_not_overlap():
     b = build("split_digits", test_fraction=0.3)
     for t in b.tasks:
-        train = {x.tobytes() for x in t.x_train}
-        assert not any(x.tobytes() in train for x in t.x_test)
-        share = len(t.y_test) / (len(t.y_test) + len(t.y_train))
+        train, val = {x.tobytes() for x in t.x_train}, {x.tobytes() for x in t.x_val}
+        assert not any(x.tobytes() in train or x.tobytes() in val for x in t.x_test)
+        assert not train & val
+        share = len(t.y_test) / (len(t.y_test) + len(t.y_train) + len(t.y_val))  # train + val: the old training set
         assert share == pytest.approx(0.3, abs=0.02)
+        # validation: the default val_fraction 0.1 of each class's training images (at least 1)
+        for c in (0, 1):
+            n = int((t.y_train == c).sum() + (t.y_val == c).sum())
+            assert (t.y_val == c).sum() == max(1, round(0.1 * n))
 
 
 def test_classes_per_task_must_divide_ten():
@@ -49,6 +57,11 @@ def test_permuted_digits_permutes_pixels_per_task_seeded():
     assert np.array_equal(b.tasks[2].x_train, again.tasks[2].x_train)
     assert not np.array_equal(b.tasks[1].x_train, other.tasks[1].x_train)
     assert np.array_equal(b.tasks[0].y_train, b.tasks[1].y_train)
+    # every task holds out the same images for validation (permuted), never another task's training images
+    val0, val1 = b.tasks[0].x_val.reshape(-1, 64), b.tasks[1].x_val.reshape(-1, 64)
+    assert len(val0) > 0 and np.array_equal(b.tasks[0].y_val, b.tasks[1].y_val)
+    assert np.array_equal(np.sort(val0, axis=1), np.sort(val1, axis=1))
+    assert not {x.tobytes() for x in np.sort(val0, axis=1)} & {x.tobytes() for x in np.sort(t1, axis=1)}
     assert b.default_setting == "domain_incremental"
 
 

@@ -115,18 +115,22 @@ def test_five_tasks_in_identity_order_ten_classes_each(root):
     assert [t.name for t in b.tasks] == list(PER_CLASS)
     assert BENCHMARKS.get("five_datasets").params().num_tasks == 5
     for t, (n_train, n_test) in zip(b.tasks, PER_CLASS.values()):
-        assert t.x_train.shape == (10 * n_train, 3, 32, 32) and t.x_test.shape == (10 * n_test, 3, 32, 32)
+        n_val = max(1, round(0.1 * n_train))  # the default val_fraction 0.1, at least 1 per class (here: 1)
+        assert t.x_train.shape == (10 * (n_train - n_val), 3, 32, 32) and t.x_test.shape == (10 * n_test, 3, 32, 32)
+        assert t.x_val.shape == (10 * n_val, 3, 32, 32)
         assert t.x_train.dtype == np.uint8 and t.x_train.flags.c_contiguous
         assert t.classes == tuple(range(10))
-        assert np.bincount(t.y_train).tolist() == [n_train] * 10 and np.bincount(t.y_test).tolist() == [n_test] * 10
+        assert np.bincount(t.y_train).tolist() == [n_train - n_val] * 10 and np.bincount(t.y_test).tolist() == [n_test] * 10
+        assert np.bincount(t.y_val).tolist() == [n_val] * 10
         # the class is in the pixels (the image centre: MNIST-like images are padded)
         assert np.array_equal(t.x_train[:, 0, 16, 16], value(t.y_train, t.name))
+        assert np.array_equal(t.x_val[:, 2, 16, 16], value(t.y_val, t.name))
         assert np.array_equal(t.x_test[:, 1, 16, 16], value(t.y_test, t.name))
 
 
 def test_svhn_label_ten_is_the_digit_zero(root):
     svhn_task = build(root).tasks[2]
-    zeros = svhn_task.x_train[svhn_task.y_train == 0]
+    zeros = np.concatenate([svhn_task.x_train[svhn_task.y_train == 0], svhn_task.x_val[svhn_task.y_val == 0]])
     assert len(zeros) == PER_CLASS["SVHN"][0] and (zeros == value(0, "SVHN")).all()
     x_tr, y_tr, _, _ = svhn.svhn_arrays(root, download=False, verify_checksums=False)
     assert x_tr.shape == (50, 3, 32, 32) and set(y_tr.tolist()) == set(range(10))

@@ -287,7 +287,7 @@ def test_save_and_load_reproduce_predictions_exactly_and_continue_identically(di
 
 def test_validation_split_is_required_unless_importance_uses_training_data(digits):
     e = datasets.BENCHMARKS.get("split_digits")
-    no_val = e.target(e.params())
+    no_val = e.target(e.params(val_fraction=0.0))  # explicitly none: this test is about a benchmark without validation
     m = make(no_val)
     with pytest.raises(ValueError, match="benchmark.params.val_fraction"):
         m.learn_task(0, split(no_val, 0), val=None)

@@ -112,11 +112,14 @@ def test_split_cub200_cuts_classes_into_equal_tasks_with_local_labels(cub_root):
     assert b.input_shape == (3, 16, 16) and b.default_setting == "task_incremental"
     assert [t.classes for t in b.tasks] == [(2 * k, 2 * k + 1) for k in range(10)]  # classes.txt order
     for t in b.tasks:
-        assert t.x_train.shape == (2 * CUB_TRAIN, 3, 16, 16) and t.x_test.shape == (2 * CUB_TEST, 3, 16, 16)
+        # the default val_fraction 0.1 holds out 1 of the 4 training images of each class (at least 1)
+        assert t.x_train.shape == (2 * (CUB_TRAIN - 1), 3, 16, 16) and t.x_test.shape == (2 * CUB_TEST, 3, 16, 16)
+        assert t.x_val.shape == (2, 3, 16, 16) and np.bincount(t.y_val).tolist() == [1, 1]
         assert t.x_train.dtype == np.uint8 and t.x_train.flags.c_contiguous
         assert set(t.y_train.tolist()) == set(t.y_test.tolist()) == {0, 1}
         # every image is one of the task's classes, under its local label
         assert np.array_equal(red_class(t.x_train, CUB_SPACING), np.array(t.classes)[t.y_train])
+        assert np.array_equal(red_class(t.x_val, CUB_SPACING), np.array(t.classes)[t.y_val])
         assert np.array_equal(red_class(t.x_test, CUB_SPACING), np.array(t.classes)[t.y_test])
 
 
@@ -138,7 +141,7 @@ def test_split_cub200_normalisation_is_of_all_training_images(cub_root):
     assert np.allclose(mean, ref_mean, atol=1e-6) and np.allclose(std, ref_std, atol=1e-6)
     assert all(t.normalization == b.tasks[0].normalization for t in b.tasks)
     on = b.tasks[0].on("cpu", "train").x
-    assert on.dtype == torch.float32 and on.shape == (2 * CUB_TRAIN, 3, 16, 16)
+    assert on.dtype == torch.float32 and on.shape == (2 * (CUB_TRAIN - 1), 3, 16, 16)  # 1 per class held out for val
     expected = (b.tasks[0].x_train / 255.0 - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
     assert np.allclose(on.numpy(), expected, atol=1e-5)
     raw = build("split_cub200", cub_root, image_size=16, normalize=False)
@@ -297,11 +300,14 @@ def test_split_tinyimagenet_twenty_and_forty_tasks(tiny_root):
     # class c = the c-th line of wnids.txt (written in reverse: wnid index 39 - c)
     assert [t.classes for t in b.tasks] == [(2 * k, 2 * k + 1) for k in range(20)]
     for t in b.tasks:
-        assert t.x_train.shape == (2 * TINY_TRAIN, 3, 64, 64) and t.x_train.dtype == np.uint8
-        assert t.x_test.shape == (2 * TINY_VAL, 3, 64, 64)  # the val set is the test set
+        # the default val_fraction 0.1 holds out 1 of the 3 training images of each class (at least 1)
+        assert t.x_train.shape == (2 * (TINY_TRAIN - 1), 3, 64, 64) and t.x_train.dtype == np.uint8
+        assert t.x_val.shape == (2, 3, 64, 64) and np.bincount(t.y_val).tolist() == [1, 1]
+        assert t.x_test.shape == (2 * TINY_VAL, 3, 64, 64)  # the published val set is the test set
         assert set(t.y_train.tolist()) == {0, 1}
         wnid_index = TINY_CLASSES - 1 - np.array(t.classes)
         assert np.array_equal(red_class(t.x_train, TINY_SPACING), wnid_index[t.y_train])
+        assert np.array_equal(red_class(t.x_val, TINY_SPACING), wnid_index[t.y_val])
         assert np.array_equal(red_class(t.x_test, TINY_SPACING), wnid_index[t.y_test])
     forty = build("split_tinyimagenet", tiny_root, num_tasks=40, class_order_seed=0, val_fraction=0.34)
     assert forty.classes_per_task == (1,) * 40

@@ -29,14 +29,23 @@ def mnist_root(tmp_path_factory):
     return LoadContext(root)
 
 
+MNIST_TRAIN_PER_CLASS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
 @needs_mnist
 def test_permuted_mnist_standard_protocol(mnist_root):
     b = load_benchmark("permuted_mnist", {"num_tasks": 3, "normalize": False}, mnist_root)
     assert b.input_shape == (784,) and b.num_tasks == 3 and b.default_setting == "domain_incremental"
     t0, t1 = b.tasks[0], b.tasks[1]
-    assert t0.x_train.shape == (60000, 784) and t0.x_train.dtype == np.uint8 and len(t0.y_test) == 10000
+    # the default val_fraction 0.1 holds out 10% of each class: train + val are the 60,000 training images
+    assert t0.x_train.shape == (60000 - 5999, 784) and t0.x_val.shape == (5999, 784)
+    assert np.bincount(t0.y_val).tolist() == [round(0.1 * n) for n in MNIST_TRAIN_PER_CLASS]
+    assert (np.bincount(t0.y_train) + np.bincount(t0.y_val)).tolist() == MNIST_TRAIN_PER_CLASS
+    assert t0.x_train.dtype == np.uint8 and len(t0.y_test) == 10000
+    assert not {r.tobytes() for r in t0.x_val} & {r.tobytes() for r in t0.x_train}
     assert not np.array_equal(t0.x_train, t1.x_train)
     assert np.array_equal(np.sort(t0.x_train[:50], axis=1), np.sort(t1.x_train[:50], axis=1))  # a permutation
+    assert np.array_equal(np.sort(t0.x_val[:50], axis=1), np.sort(t1.x_val[:50], axis=1))  # the same images held out
     plain = load_benchmark("split_mnist", {"normalize": False, "class_order_seed": None}, mnist_root)
     zero_one = plain.tasks[0]
     # task 0 is the unpermuted images: the 0/1 images of split_mnist appear unchanged in it
@@ -90,6 +99,10 @@ def test_rotated_mnist_angles(mnist_root):
     b = load_benchmark("rotated_mnist", {"num_tasks": 2, "angles": [0.0, 90.0], "normalize": False}, mnist_root)
     upright, turned = b.tasks[0].x_train[:10, 0], b.tasks[1].x_train[:10, 0]
     assert np.abs(turned.astype(int) - np.rot90(upright, k=1, axes=(1, 2)).astype(int)).max() <= 1
+    # every angle holds out the same images for validation (val_fraction 0.1 by default)
+    upright, turned = b.tasks[0].x_val[:10, 0], b.tasks[1].x_val[:10, 0]
+    assert len(b.tasks[0].y_val) == 5999 and np.array_equal(b.tasks[0].y_val, b.tasks[1].y_val)
+    assert np.abs(turned.astype(int) - np.rot90(upright, k=1, axes=(1, 2)).astype(int)).max() <= 1
     with pytest.raises(ValidationError, match="angles has 1 entries but num_tasks is 2"):
         datasets.BENCHMARKS.get("rotated_mnist").params(num_tasks=2, angles=[10.0])
 
@@ -130,12 +143,13 @@ def test_fashion_and_kmnist_use_the_same_loaders(tmp_path, dataset, folder):
     ctx = LoadContext(tmp_path)
     b = load_benchmark("split_mnist", {"dataset": dataset, "download": False, "normalize": False}, ctx)
     t = b.tasks[2]  # classes 4 and 5
-    assert t.classes == (4, 5) and len(t.y_train) == 6 and len(t.y_test) == 2
-    for x, y in zip(t.x_train, t.y_train):
+    # 3 training images a class: the default val_fraction 0.1 holds out 1 (at least 1), 2 are trained on
+    assert t.classes == (4, 5) and len(t.y_train) == 4 and len(t.y_val) == 2 and len(t.y_test) == 2
+    for x, y in zip((*t.x_train, *t.x_val), (*t.y_train, *t.y_val)):
         label = 4 + y
         assert x[0, label, label] == 255
     p = load_benchmark("permuted_mnist", {"dataset": dataset, "download": False, "num_tasks": 2}, ctx)
-    assert p.tasks[1].x_train.shape == (30, 784)
+    assert p.tasks[1].x_train.shape == (20, 784) and p.tasks[1].x_val.shape == (10, 784)
 
 
 def test_missing_files_name_the_paths_and_the_fix(tmp_path):

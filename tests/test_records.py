@@ -154,7 +154,10 @@ def test_a_config_without_records_takes_the_benchmark_kind():
     done = [ClassificationRecord.from_rows(spec(trial_id=f"t{i}"), rows_of(A, ORDER), 3, "completed")
             for i in range(2)]
     entry = config_entry(config, done, ObjectiveSpec(kind="mean_acc"))
-    assert entry["acc_mean"] == pytest.approx(65.0) and entry["objective"] == pytest.approx(65.0)
+    assert entry["acc_mean"] == pytest.approx(65.0)  # reported: test
+    assert entry["objective"] != entry["objective"] and "val" not in entry  # no validation: nothing to choose on
+    assert config_entry(config, done, ObjectiveSpec(kind="mean_acc"), selection="test")["objective"] == \
+        pytest.approx(65.0)
     streams = [StreamRecord.from_stream(spec((0,), f"s{i}"), np.full(100, 1.0 + i), np.ones((1, 1)), 100, {}, 0.1)
                for i in range(2)]
     entry = config_entry(config, streams)

@@ -40,8 +40,8 @@ def make_record(label, config_id, params, order, order_index, seed, finals, stat
     spec = TrialSpec(f"{config_id}-o{order_index}-s{seed}", config_id, label, "finetune", params, tuple(order),
                      order_index, seed, "task_incremental", False)
     A = synthetic_matrix(order, finals)
-    rows = [{"position": i, "task_id": t, "row": to_json_row(A[i]), "train_s": 0.5, "eval_s": 0.05}
-            for i, t in enumerate(order)]
+    rows = [{"position": i, "task_id": t, "row": to_json_row(A[i]), "val_row": to_json_row(A[i]), "train_s": 0.5,
+             "eval_s": 0.05} for i, t in enumerate(order)]  # validation = test here, so choices read the same
     if status != "completed":
         rec = ClassificationRecord.from_rows(spec, rows[:2], len(order), status="failed",
                                              error="TrainingDiverged: loss is nan; lower lr")
@@ -314,7 +314,7 @@ def test_opd_figure_has_one_bar_group_per_config(analysed):
 
 def test_acc_vs_aopd_places_each_config_and_its_intervals(analysed):
     ax = figures.acc_vs_aopd(analysed).axes[0]
-    assert ax.get_xlabel().startswith("AOPD") and ax.get_ylabel() == "ACC (%)"
+    assert ax.get_xlabel().startswith("test AOPD") and ax.get_ylabel() == "test ACC (%)"
     dots = [c for c in ax.collections if c.get_label() in {r.name + f" (R={r.entry['R']})" for r in analysed}]
     assert len(dots) == len(analysed)
     for dot, r in zip(dots, analysed):

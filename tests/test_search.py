@@ -14,7 +14,10 @@ from orchestrator.results.summary import best_per_label, build_summary
 
 
 def rec(order, final, status="completed", seed=0):
-    """A completed 3-task trial whose final row is ``final`` (earlier rows: 100 on the task just learned)."""
+    """A completed 3-task trial whose final row is ``final`` (earlier rows: 100 on the task just learned).
+
+    Its validation matrix equals its test matrix, so a hand computation holds on either split (the
+    objective reads validation)."""
     T = len(order)
     matrix = [[None] * T for _ in range(T)]
     for i in range(T - 1):
@@ -22,7 +25,7 @@ def rec(order, final, status="completed", seed=0):
             matrix[i][j] = 100.0
     matrix[T - 1] = list(final)
     return {"trial_id": f"t{order}{seed}", "config_id": "c", "label": "m", "order": list(order), "seed": seed,
-            "status": status, "matrix": matrix, "kind": "classification"}
+            "status": status, "matrix": matrix, "val_matrix": [list(r) for r in matrix], "kind": "classification"}
 
 
 # Three orders; ACCs 80, 60, 70 (hand computed from the final rows).

@@ -80,7 +80,7 @@ def check_study(study: Study) -> list[tuple[str, Any, str]]:
     if study.baseline is not None and study.baseline not in {m.display for m in study.methods}:
         problems.append(("baseline", study.baseline, "names no method label; labels: "
                          + ", ".join(m.display for m in study.methods)))
-    if num_tasks is not None and kind == "classification":
+    if num_tasks is not None and kind == "classification" and not problems:
         problems += _check_selection(study)
     return problems
 
