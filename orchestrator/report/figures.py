@@ -211,7 +211,7 @@ def config_progress(results: list[ConfigResult], objective: ObjectiveSpec | None
     for r in results:
         if not r.records or any(rec.ended_at is None or not rec.completed for rec in r.records):
             continue
-        value = objective_value(spec, r.records)
+        value = objective_value(spec, r.records, r.entry.get("objective_split", "val"))
         if value == value:
             out.append((max(rec.ended_at for rec in r.records), value, r.name, r.config.label))
     return sorted(out, key=lambda t: t[0])
@@ -225,7 +225,8 @@ def search_progress(results: list[ConfigResult], objective: ObjectiveSpec | None
     driver recorded them), shown relative to the first config to complete.
     """
     colors = config_colors(results)
-    done = config_progress(results, objective)
+    rerun = ("@fresh", "@full")  # re-runs of a winner on other orders are not part of the search
+    done = [d for d in config_progress(results, objective) if not d[3].endswith(rerun)]
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     ax = fig.subplots()
     if done:
@@ -241,8 +242,9 @@ def search_progress(results: list[ConfigResult], objective: ObjectiveSpec | None
             ax.step([t for t, _ in mine], np.fmax.accumulate([v for _, v in mine]), where="post",
                     color="black", lw=1, label=f"{lab}: best so far")
     what = describe(objective or ObjectiveSpec())
+    split = "validation" if not results or results[0].entry.get("objective_split", "val") == "val" else "TEST"
     ax.set_xlabel("config completion time (s after the first config completed)")
-    ax.set_ylabel(f"objective: {what}")
+    ax.set_ylabel(f"objective on {split}: {what}")
     ax.set_title("Search: each config's objective, and the best so far")
     if len(results) <= 12:
         ax.legend(fontsize=8)
