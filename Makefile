@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/clorch run studies/quickstart.yaml
+	$(BIN)/clorch run studies/quickstart.yaml --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

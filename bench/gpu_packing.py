@@ -65,7 +65,7 @@ def main() -> None:
     for k in args.packing:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            run_study(parse_study(study_dict(root, k, args)))
+            run_study(parse_study(study_dict(root, k, args)), overwrite=True)
             records = read_trials(root / "results" / f"packing{k}")
         done = [r for r in records if r.completed]
         first = min(r.started_at for r in done)

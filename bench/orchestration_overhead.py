@@ -57,7 +57,7 @@ def one_run(epochs: int, orders: int, slots: int) -> dict:
         root = Path(tmp)
         study = parse_study(study_dict(root, epochs, orders))
         started = time.time()
-        run_study(study)
+        run_study(study, overwrite=True)
         whole = time.time() - started
         records = read_trials(root / "results" / "overhead")
     assert all(r.completed for r in records), [r.error for r in records]

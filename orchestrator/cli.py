@@ -27,6 +27,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted study: keep its finished trials (no rerun, no second MLflow "
                           "run), start unfinished ones from their last checkpoint")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start a study that ran before over: its trial records are removed and its MLflow runs "
+                          "moved to MLflow's deleted stage (restorable); without it such a rerun is refused")
+    run.add_argument("--allow-changes", action="store_true",
+                     help="with --resume, of a study changed since it ran: keep only the earlier trials that still "
+                          "belong to it (same trial id), run the rest")
     configs_help = ("another study's results directory (results/<study>/) or summary.json: each method entry "
                     "whose label is in its `best` runs that winner's params, fixed (tune on one benchmark, "
                     "evaluate on another)")
@@ -108,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.run.driver import run_study
 
     try:
-        summary = run_study(study, address=args.address, data_root=args.data_root, resume=args.resume)
+        summary = run_study(study, address=args.address, data_root=args.data_root, resume=args.resume,
+                            overwrite=args.overwrite, allow_changes=args.allow_changes)
     except (FileNotFoundError, ValueError, ClusterUnreachable) as e:  # a dataset missing, no cluster there
         print(f"clorch: {e}", file=sys.stderr)
         return 2

@@ -157,3 +157,24 @@ class StudyTracker:
     def finish(self, summary: dict[str, Any], failed: bool) -> None:
         self.client.log_dict(self.study_run, clean(summary), "summary.json")
         self.client.set_terminated(self.study_run, "FAILED" if failed else "FINISHED")
+
+
+def delete_study_tree(uri: str, experiment: str, study_name: str) -> int:
+    """Move every active run of ``study_name`` in ``experiment`` (study run, config runs, trial runs: all carry the
+    ``clorch.study`` tag) to MLflow's deleted lifecycle stage (``MlflowClient.delete_run``: out of the default view,
+    restorable). Returns how many runs were moved; 0 when the experiment is not there."""
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return 0
+    ids, token = [], None
+    while True:
+        page = client.search_runs([found.experiment_id], f"tags.`clorch.study` = '{study_name}'",
+                                  max_results=1000, page_token=token)
+        ids += [r.info.run_id for r in page]
+        token = page.token
+        if not token:
+            break
+    for run_id in ids:
+        client.delete_run(run_id)
+    return len(ids)

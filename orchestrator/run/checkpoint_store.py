@@ -61,13 +61,18 @@ class Lineage:
 
     def latest_checkpoints(self) -> dict[str, tuple[str, int]]:
         """trial id -> (checkpoint path or URI, tasks done) of the furthest checkpoint in the lineage."""
+        return {tid: found[0] for tid, found in self.checkpoint_candidates().items()}
+
+    def checkpoint_candidates(self) -> dict[str, list[tuple[str, int]]]:
+        """trial id -> every complete checkpoint of it in the lineage, (path or URI, tasks done), the furthest
+        first: a trial resumes from the first that loads (``load_newest``), not only from the newest."""
         if not self.experiments:
             return {}
         from pyarrow import fs
 
         filesystem, root, scheme = _filesystem(self.storage)
-        best: dict[str, tuple[str, int]] = {}
-        for experiment in self.experiments:
+        found: dict[str, list[tuple[str, int]]] = {}
+        for age, experiment in enumerate(self.experiments):
             base = f"{root.rstrip('/')}/{experiment}"
             infos = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=True))
             complete = {i.path.rsplit("/", 1)[0] for i in infos if i.base_name == STATE_FILE}
@@ -83,6 +88,47 @@ class Lineage:
                         done = int(json.loads(f.read())["tasks_done"])
                 except (OSError, ValueError, KeyError):
                     continue
-                if done > best.get(trial_id, ("", -1))[1]:
-                    best[trial_id] = (scheme + checkpoint_dir, done)
-        return best
+                found.setdefault(trial_id, []).append((scheme + checkpoint_dir, done, age))
+        # furthest first; among equals the later run's, then the later checkpoint (its folder name sorts last)
+        return {tid: [(path, done) for path, done, _ in sorted(c, key=lambda x: (x[1], x[2], x[0]), reverse=True)]
+                for tid, c in found.items()}
+
+
+def older_siblings(checkpoint) -> list:
+    """The other ``checkpoint_*`` folders beside a Tune checkpoint (Tune keeps the last few of a trial), newest
+    first: where a Tune retry falls back to when its newest checkpoint does not load."""
+    from pyarrow import fs
+    from ray import tune
+
+    path = str(checkpoint.path).rstrip("/")
+    parent, name = path.rsplit("/", 1)
+    try:
+        infos = checkpoint.filesystem.get_file_info(fs.FileSelector(parent, allow_not_found=True))
+    except OSError:
+        return []
+    names = sorted((i.base_name for i in infos if i.type == fs.FileType.Directory
+                    and i.base_name.startswith("checkpoint_") and i.base_name < name), reverse=True)
+    return [tune.Checkpoint(f"{parent}/{n}", filesystem=checkpoint.filesystem) for n in names]
+
+
+def load_newest(candidates, load, say=print):
+    """The state of the first of ``candidates`` (Tune checkpoints, newest first) that ``load`` reads; each one
+    skipped is said, with why (a file cut short by a dying worker or a full disk, a missing file). None if
+    none loads: the trial starts from its first task."""
+    skipped = 0
+    for checkpoint in candidates:
+        try:
+            with checkpoint.as_directory() as directory:
+                state = load(directory)
+        except Exception as e:  # noqa: BLE001 - any checkpoint that does not load is skipped, whatever the cause
+            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+            say(f"clorch: checkpoint {checkpoint.path} skipped, it does not load ({why})", flush=True)
+            skipped += 1
+            continue
+        if skipped:
+            say(f"clorch: resuming from the older checkpoint {checkpoint.path} ({state.tasks_done} tasks done)",
+                flush=True)
+        return state
+    if skipped:
+        say(f"clorch: none of the {skipped} checkpoints loads: the trial starts from its first task", flush=True)
+    return None

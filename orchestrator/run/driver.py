@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-from orchestrator.run import checkpoint_store
+from orchestrator.run import checkpoint_store, lifecycle
 from orchestrator.cluster.connect import connect
 from orchestrator.study.schema import Config, TrialSpec
 from orchestrator.study.expand import (expand_configs, is_adaptive, is_searched, make_config, search_max_tasks,
@@ -76,14 +76,14 @@ class TuneRuns:
                                                                    plugins=[r.to_dict() for r in study.plugin_refs]),
                                              {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
         self.deadline = (time.monotonic() + study.search.time_budget_s) if study.search.time_budget_s else None
-        self.checkpoints = lineage.latest_checkpoints()  # trial id -> (path, tasks done) from earlier runs
+        self.checkpoints = lineage.checkpoint_candidates()  # trial id -> [(path, tasks done)], furthest first
 
     def remaining_s(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
     def unit(self, spec: TrialSpec) -> dict[str, Any]:
-        found = self.checkpoints.get(spec.trial_id)
-        return {"trial": spec.to_dict(), "resume_from": found[0] if found else None}
+        found = self.checkpoints.get(spec.trial_id)  # the furthest first; the trial falls back to older ones
+        return {"trial": spec.to_dict(), "resume_from": [path for path, _ in found] if found else None}
 
     def _fit(self, phase: str, num_samples: int, param_space: dict[str, Any], search_alg=None,
              schedule: bool = True) -> None:
@@ -154,7 +154,8 @@ class TuneRuns:
             seen.add(config.config_id)
             self.recorder.add_config(config)
             return [{"unit": self.unit(t)} for t in trials_for(config, orders, seeds, setting, study.evaluate_unseen,
-                                                               max_tasks=study.search.first_tasks)]
+                                                               max_tasks=study.search.first_tasks,
+                                                               identity=lifecycle.trial_identity(study))]
 
         def known(searched: dict[str, Any]) -> float | None:
             recs = self.recorder.records_of(make_config(study, method_index, searched).config_id)
@@ -196,8 +197,18 @@ def _previous_records(out: Path, resume: bool) -> dict[str, TrialRecord]:
 
 
 def run_study(study: Study, address: str | None = None, data_root: str | None = None,
-              resume: bool = False) -> dict[str, Any]:
-    """Run every trial of ``study``; return the summary (also in results/<study>/summary.json)."""
+              resume: bool = False, overwrite: bool = False, allow_changes: bool = False) -> dict[str, Any]:
+    """Run every trial of ``study``; return the summary (also in results/<study>/summary.json).
+
+    One run of a study at a time (its results directory is locked); a study with trial records is continued
+    (``resume``) or started over (``overwrite``: its MLflow tree goes to the deleted stage), never silently
+    replaced; ``resume`` of a changed study needs ``allow_changes`` (orchestrator/run/lifecycle.py)."""
+    with lifecycle.StudyRun(study, study_dir(study.output_dir, study.name), resume, overwrite, allow_changes) as life:
+        return _run_study(study, address, data_root, resume, life)
+
+
+def _run_study(study: Study, address: str | None, data_root: str | None, resume: bool,
+               life: lifecycle.StudyRun) -> dict[str, Any]:
     from orchestrator.results.tracking import StudyTracker
 
     benchmark = build_benchmark(study, data_root)  # a missing dataset fails here, before anything is written
@@ -205,7 +216,8 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     configs = expand_configs(study)
     orders = study.task_orders()
     trials = [t for c in configs for t in trials_for(c, orders, study.seeds, setting, study.evaluate_unseen,
-                                                     max_tasks=search_max_tasks(study, c.label))]
+                                                     max_tasks=search_max_tasks(study, c.label),
+                                                     identity=lifecycle.trial_identity(study))]
     first_tasks = study.search.first_tasks
     searched = [i for i in range(len(study.methods)) if is_adaptive(study, i)]
     out = study_dir(study.output_dir, study.name)
@@ -218,6 +230,7 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
           + (f"; protocol first_tasks: search trials learn the first {first_tasks} tasks of each order, each "
              f"searched method's winner then runs on the full orders" if first_tasks else ""), flush=True)
 
+    life.start()  # the lock and study.json: this run's first writes
     connect(address, runtime_env=worker_environment(study, address))
     import ray
 
@@ -227,11 +240,14 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     print(f"{where}: {cpus:g} CPUs, {gpus:g} GPUs; {study.resources.cpu:g} CPU / "
           f"{study.resources.gpu:g} GPU per trial", flush=True)
     started = time.monotonic()
-    previous = _previous_records(out, resume)
+    previous = life.keep(_previous_records(out, resume), setting, (FRESH, FULL)) if resume else \
+        _previous_records(out, resume)
     storage = study.storage or str(out / "tune")
     lineage = checkpoint_store.Lineage(out, storage, resume)
+    life.retire_mlflow(study.tracking.uri, study.experiment)  # --overwrite: the earlier tree to MLflow's deleted stage
     tracker = StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs,
                            resume=resume)
+    life.retire_trial_runs(tracker)  # --resume --allow-changes: the runs of earlier trials that no longer belong
     recorder = StudyRecorder(out, tracker, benchmark.num_tasks, benchmark.kind, previous)
     for c in configs:
         recorder.add_config(c)
@@ -349,7 +365,8 @@ def _fresh_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[T
         rerun = Config(best_config.config_id + FRESH, label + FRESH, best_config.method, best_config.params,
                        best_config.searched)
         recorder.add_config(rerun)
-        trials += trials_for(rerun, fresh_orders, study.seeds, setting, study.evaluate_unseen, tag="f")
+        trials += trials_for(rerun, fresh_orders, study.seeds, setting, study.evaluate_unseen, tag="f",
+                             identity=lifecycle.trial_identity(study))
     if trials:
         print(f"re-running the best config of {len({t.label for t in trials})} searched method(s) on "
               f"{len(fresh_orders)} fresh orders", flush=True)
@@ -374,7 +391,8 @@ def _full_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[Tr
         winner = recorder.configs[best[label]["config_id"]]
         rerun = Config(winner.config_id + FULL, label + FULL, winner.method, winner.params, winner.searched)
         recorder.add_config(rerun)
-        trials += trials_for(rerun, orders, study.seeds, setting, study.evaluate_unseen, tag="f" if fresh else "o")
+        trials += trials_for(rerun, orders, study.seeds, setting, study.evaluate_unseen, tag="f" if fresh else "o",
+                             identity=lifecycle.trial_identity(study))
     if trials:
         print(f"running the winner of {len({t.label for t in trials})} searched method(s), tuned on the first {k} "
               f"tasks, on {len(orders)} {'fresh' if fresh else 'full'} orders of all {study.num_tasks} tasks",

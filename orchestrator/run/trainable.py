@@ -33,13 +33,15 @@ def trainable(config: dict[str, Any], benchmark: datasets.Benchmark, plugins: li
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per task checkpoint
     unit = config["unit"]
     spec = TrialSpec.from_dict(unit["trial"])
+    from orchestrator.run.checkpoint_store import load_newest, older_siblings
+
+    candidates = []
     checkpoint = tune.get_checkpoint()  # set when Tune retries this trial after its worker died
-    if checkpoint is None and unit.get("resume_from"):  # --resume: the last checkpoint of an earlier run
-        checkpoint = tune.Checkpoint(unit["resume_from"])
-    resume = None
     if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            resume = load_state(directory)
+        candidates += [checkpoint, *older_siblings(checkpoint)]
+    earlier = unit.get("resume_from") or []  # --resume: the checkpoints of earlier runs, the furthest first
+    candidates += [tune.Checkpoint(p) for p in ([earlier] if isinstance(earlier, str) else earlier)]
+    resume = load_newest(candidates, load_state)  # the newest that loads; a truncated one is skipped, said why
 
     def report(row: dict[str, Any]) -> None:
         state = row.pop("checkpoint", None)

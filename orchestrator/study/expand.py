@@ -89,11 +89,40 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def study_identity(study: Study, record_version: int) -> dict[str, Any]:
+    """What every trial of ``study`` shares and its id must cover: the benchmark (name and every param, defaults
+    filled in) and the version of the record the trial writes (results.records.RECORD_VERSION, passed in by
+    the run layer: study/ does not import results/)."""
+    return {"benchmark": study.benchmark.name,
+            "benchmark_params": study.benchmark_params().model_dump(mode="json"),
+            "record_version": record_version}
+
+
+def trial_id(config: Config, order: tuple[int, ...], order_index: int, seed: int, setting: str,
+             evaluate_unseen: bool, tag: str = "o", max_tasks: int | None = None,
+             identity: dict[str, Any] | None = None) -> str:
+    """``<label>-<hash>-<tag><r>-s<seed>``, the hash over everything that determines the trial: ``identity``
+    (benchmark, record version), the method and its params, the order itself, seed, setting, evaluate_unseen and
+    max_tasks. A label's rerun suffix (``@fresh``) follows the hash, as in its config id: ``ft-1a2b3c4d@fresh-f0-s0``.
+    A study changed in any of these gives the trial another id, so an earlier run's record never passes for it."""
+    key = {"identity": identity or {}, "label": config.label, "method": config.method, "params": config.params,
+           "order": list(order), "seed": seed, "setting": setting, "evaluate_unseen": evaluate_unseen,
+           "max_tasks": max_tasks, "tag": tag}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    label, suffix = config.label, ""
+    if "@" in label and config.config_id.endswith(label[label.rindex("@"):]):
+        label, suffix = label[:label.rindex("@")], label[label.rindex("@"):]
+    return f"{label}-{digest}{suffix}-{tag}{order_index}-s{seed}"
+
+
 def trials_for(config: Config, orders: list[tuple[int, ...]], seeds: list[int], setting: str,
-               evaluate_unseen: bool, tag: str = "o", max_tasks: int | None = None) -> list[TrialSpec]:
+               evaluate_unseen: bool, tag: str = "o", max_tasks: int | None = None,
+               identity: dict[str, Any] | None = None) -> list[TrialSpec]:
     """One trial per (order, seed). ``tag`` "o" for the study's orders, "f" for the fresh re-run orders.
-    ``max_tasks``: each trial learns only the first that many tasks of its order (search.protocol first_tasks)."""
-    return [TrialSpec(trial_id=f"{config.config_id}-{tag}{r}-s{seed}", config_id=config.config_id,
+    ``max_tasks``: each trial learns only the first that many tasks of its order (search.protocol first_tasks).
+    ``identity``: ``study_identity`` of the study (what its trial ids hash besides the trial's own fields)."""
+    return [TrialSpec(trial_id=trial_id(config, order, r, seed, setting, evaluate_unseen, tag, max_tasks, identity),
+                      config_id=config.config_id,
                       label=config.label, method=config.method, params=config.params, order=order,
                       order_index=r, seed=seed, setting=setting, evaluate_unseen=evaluate_unseen,
                       searched=dict(config.searched), max_tasks=max_tasks)
@@ -118,9 +147,10 @@ def setting_of(study: Study, default_setting: str) -> str:
     return study.benchmark.setting or default_setting
 
 
-def expand_trials(study: Study, default_setting: str) -> list[TrialSpec]:
-    """The trials known up front; ``default_setting``: the benchmark's own, unless the study names one."""
+def expand_trials(study: Study, default_setting: str, identity: dict[str, Any] | None = None) -> list[TrialSpec]:
+    """The trials known up front; ``default_setting``: the benchmark's own, unless the study names one;
+    ``identity``: ``study_identity`` (the driver's trial ids have it)."""
     setting = setting_of(study, default_setting)
     return [t for config in expand_configs(study)
             for t in trials_for(config, study.task_orders(), study.seeds, setting, study.evaluate_unseen,
-                                max_tasks=search_max_tasks(study, config.label))]
+                                max_tasks=search_max_tasks(study, config.label), identity=identity)]
