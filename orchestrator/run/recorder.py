@@ -34,6 +34,7 @@ class StudyRecorder:
         self.configs: dict[str, Config] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.final: dict[str, TrialRecord] = {}
+        self.failed: dict[str, str] = {}  # trial id -> the error its run_trial raised (run/trainable.failure_row)
         self.records: dict[str, TrialRecord] = {}   # this run's and earlier runs' finished trials
         self.previous = {tid: r for tid, r in previous.items() if r.completed}
         self.records.update(self.previous)
@@ -59,6 +60,8 @@ class StudyRecorder:
             self.rows[tid] = [_keep(r) for r in result["rows_before"]]
         if "position" in result:
             self.rows.setdefault(tid, []).append(_keep(result))
+        if result.get("failed"):  # run_trial raised: not retried, recorded as failed with its finished rows
+            self.failed[tid] = str(result.get("error") or "trial failed")
         if "record" in result:  # the trial's own record, as JSON across the Tune boundary
             self.final[tid] = record_from_json(result["record"])
 
@@ -67,6 +70,8 @@ class StudyRecorder:
         if tid in self.records:  # already recorded (this run), or finished in an earlier one
             return
         rows = self.rows.get(tid, [])
+        if error is None and tid in self.failed:
+            error = self.failed[tid]
         if error is None and tid in self.final:
             rec = self.final[tid]
         elif error is None:  # ended cleanly without its last task: the scheduler or the budget stopped it

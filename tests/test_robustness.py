@@ -1,0 +1,90 @@
+"""A study that survives anything: deterministic errors fail once, collapse is flagged, Ctrl-C keeps what
+finished, resources the machine lacks are refused before anything starts."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from orchestrator.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("isolated_registries")
+
+COUNTING_METHOD = '''
+"""Counts its attempts in a file; raises TrainingDiverged on the task it is told to."""
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+import methods
+
+
+class CountingParams(BaseModel):
+    lr: float = 0.1
+    counter: str = ""
+
+
+@methods.register("counting_mean")
+class CountingMean:
+    Params = CountingParams
+
+    def __init__(self, params, ctx):
+        self.p, self.ctx, self.means = params, ctx, {}
+
+    def learn_task(self, task_id, data):
+        with open(self.p.counter, "a") as f:
+            f.write(f"lr={self.p.lr} task={task_id}\\n")
+        if self.p.lr >= 10 and len(self.means) == 1:  # the second task diverges, every time
+            raise methods.TrainingDiverged(f"training loss became nan (lr {self.p.lr})")
+        x = data.x.flatten(1).float()
+        classes = self.ctx.classes_per_task[task_id]
+        self.means[task_id] = torch.stack([x[data.y == c].mean(0) for c in range(classes)])
+        return {}
+
+    def predict(self, x, task_id):
+        return -torch.cdist(x.flatten(1).float(), self.means[task_id])
+
+    def state_dict(self):
+        return {"means": dict(self.means)}
+
+    def load_state_dict(self, state):
+        self.means = dict(state["means"])
+'''
+
+
+def _study(tmp: Path, name: str, **extra) -> Path:
+    study = {"name": name, "benchmark": {"name": "split_digits", "params": {"classes_per_task": 5}},
+             "orders": {"kind": "explicit", "orders": [[0, 1]]}, "seeds": [0],
+             "output_dir": str(tmp / "results"), "tracking": {"uri": f"sqlite:///{tmp}/mlflow.db"}, **extra}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def test_a_deterministic_error_fails_the_trial_once_with_one_line(ray_local, tmp_path, capfd):
+    (tmp_path / "counting.py").write_text(COUNTING_METHOD)
+    counter = tmp_path / "attempts.txt"
+    path = _study(tmp_path, "diverge", plugins=["counting.py"], retries=2,
+                  methods=[{"name": "counting_mean", "params": {"lr": {"grid": [0.1, 10.0]}, "counter": str(counter)}}])
+    assert main(["run", str(path)]) == 1
+    out = capfd.readouterr()
+    text = out.out + out.err
+    attempts = counter.read_text().splitlines()
+    assert [a for a in attempts if a.startswith("lr=10.0")] == ["lr=10.0 task=0", "lr=10.0 task=1"]  # once
+    assert len([a for a in attempts if a.startswith("lr=0.1")]) == 2  # the rest of the study completed
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "diverge" / "trials").glob("*.json")]
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(records) == 2 and len(failed) == 1
+    assert failed[0]["error"] == "TrainingDiverged: training loss became nan (lr 10.0)"
+    assert failed[0]["tasks_done"] == 1  # the finished task is kept
+    assert len([ln for ln in text.splitlines() if "TrainingDiverged" in ln]) == 1, text
+    assert "Traceback" not in text, text
