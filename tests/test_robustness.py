@@ -88,3 +88,64 @@ def test_a_deterministic_error_fails_the_trial_once_with_one_line(ray_local, tmp
     assert failed[0]["tasks_done"] == 1  # the finished task is kept
     assert len([ln for ln in text.splitlines() if "TrainingDiverged" in ln]) == 1, text
     assert "Traceback" not in text, text
+
+
+def _checkpoints(results: Path) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for rows in (results / "tune").glob("*/*/checkpoint_*/rows.json"):
+        try:
+            done = json.loads(rows.read_text())["tasks_done"]
+        except (OSError, ValueError):
+            continue
+        found[rows.parent.parent.name] = max(found.get(rows.parent.parent.name, 0), done)
+    return found
+
+
+def _wait(condition, timeout: float, what: str, proc: subprocess.Popen):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"the study ended (rc {proc.returncode}) before {what}")
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_ctrl_c_stops_cleanly_keeps_finished_tasks_and_says_how_to_resume(tmp_path):
+    tasks = 5
+    path = _study(tmp_path, "sigint", benchmark={"name": "split_digits", "params": {"classes_per_task": 2}},
+                  orders={"kind": "random", "count": 3, "seed": 0}, resources={"cpu": 2},
+                  methods=[{"name": "finetune", "params": {"training": {"epochs": 3}}}])
+    results = tmp_path / "results" / "sigint"
+    log = open(tmp_path / "driver.log", "w")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(path)], cwd=tmp_path, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        first = _wait(lambda: {p.stem for p in (results / "trials").glob("*.json")}, 300, "a trial record", proc)
+        _wait(lambda: any(0 < d < tasks for t, d in _checkpoints(results).items() if t not in first), 120,
+              "a second trial part way", proc)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    text = (tmp_path / "driver.log").read_text()
+    assert code == 130, text[-3000:]
+    assert f"clorch run {path} --resume" in text
+    assert "Tuner.restore" not in text and "trial did not run" not in text
+    assert not (results / "summary.json").exists() and not (results / "report.md").exists()
+    records = [json.loads(p.read_text()) for p in (results / "trials").glob("*.json")]
+    assert {r["status"] for r in records} <= {"completed", "stopped"}
+    stopped = [r for r in records if r["status"] == "stopped"]
+    assert stopped and all(r["tasks_done"] >= 1 for r in stopped)  # the running trial's finished tasks are kept
+    assert all(r["tasks_done"] == tasks for r in records if r["status"] == "completed")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("sigint")
+    runs = client.search_runs([exp.experiment_id], "", max_results=1000)
+    assert runs and not [r.data.tags.get("clorch.level") for r in runs if r.info.status == "RUNNING"]
+    assert {r.info.status for r in runs if r.data.tags.get("clorch.level") == "study"} == {"KILLED"}

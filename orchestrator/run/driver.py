@@ -32,6 +32,7 @@ from orchestrator.study.expand import (expand_configs, is_adaptive, is_searched,
 from orchestrator.results.objective import describe, objective_value
 from orchestrator.results.records import TrialRecord
 from orchestrator.run.callbacks import tune_callback
+from orchestrator.run.interrupt import Interrupt, StudyInterrupted
 from orchestrator.run.recorder import StudyRecorder
 from orchestrator.run.trainable import trainable
 from orchestrator.results.store import read_trials, study_dir, write_json
@@ -49,6 +50,8 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # state often, by design; it warns about that each time. The cost is measured
 # (bench/orchestration_overhead.py), the warning is noise.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Ctrl-C / SIGTERM are the driver's (run/interrupt.py): Tune's own handler would print Tuner.restore advice
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 FRESH = "@fresh"  # suffix of the label and config id of a best config re-run on fresh orders
 FULL = "@full"    # search.protocol first_tasks: suffix of a winner re-run on the full orders
@@ -77,6 +80,7 @@ class TuneRuns:
                                              {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
         self.deadline = (time.monotonic() + study.search.time_budget_s) if study.search.time_budget_s else None
         self.checkpoints = lineage.latest_checkpoints()  # trial id -> (path, tasks done) from earlier runs
+        self.interrupt = None  # run/interrupt.Interrupt: a signal stops Tune, then StudyInterrupted is raised
 
     def remaining_s(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -92,6 +96,8 @@ class TuneRuns:
 
         from orchestrator.run.search import asha
 
+        if self.interrupt is not None:
+            self.interrupt.check()
         study = self.study
         # ASHA stops search trials; a re-run of one chosen config (or a fixed one) has nothing to choose among
         scheduler = asha(study, self.benchmark.num_tasks) if study.search.scheduler.kind == "asha" and schedule \
@@ -105,6 +111,7 @@ class TuneRuns:
                                         time_budget_s=self.remaining_s(), reuse_actors=True,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(name=name, storage_path=self.storage, verbose=0,
+                                      stop=self.interrupt.stopper() if self.interrupt is not None else None,
                                       callbacks=[JsonLoggerCallback(), tune_callback(self.recorder)],
                                       failure_config=tune.FailureConfig(max_failures=study.retries),
                                       # two kept: a forced experiment snapshot every other task, not every task
@@ -113,6 +120,8 @@ class TuneRuns:
         self.recorder.stop_reason = ("stopped early by ASHA" if scheduler is not None else "stopped") + \
             (" or by the time budget" if self.deadline is not None else "")
         tuner.fit()
+        if self.interrupt is not None:
+            self.interrupt.check()
 
     def budget_spent(self) -> bool:
         left = self.remaining_s()
@@ -243,15 +252,21 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
               + (f" ({filled} added to MLflow)" if filled else ""), flush=True)
     runs = TuneRuns(study, benchmark, recorder, storage, lineage)
     todo = [t for t in trials if t.trial_id not in recorder.previous]
-    if first_tasks and study.search.scheduler.kind == "asha":  # ASHA's max_t is k: full-order trials run apart
-        runs.run_fixed("search", [t for t in todo if t.max_tasks is not None])
-        runs.run_fixed("fixed", [t for t in todo if t.max_tasks is None], schedule=False)
-    else:
-        runs.run_fixed("search", todo)
-    for index in searched:
-        runs.run_optuna(index, setting)
-    final = _full_reruns(study, recorder, setting) if first_tasks else _fresh_reruns(study, recorder, setting)
-    runs.run_fixed("final", [t for t in final if t.trial_id not in recorder.previous], schedule=False)
+    with Interrupt() as runs.interrupt:
+        try:
+            if first_tasks and study.search.scheduler.kind == "asha":  # ASHA's max_t is k: full-order trials apart
+                runs.run_fixed("search", [t for t in todo if t.max_tasks is not None])
+                runs.run_fixed("fixed", [t for t in todo if t.max_tasks is None], schedule=False)
+            else:
+                runs.run_fixed("search", todo)
+            for index in searched:
+                runs.run_optuna(index, setting)
+            final = _full_reruns(study, recorder, setting) if first_tasks else _fresh_reruns(study, recorder, setting)
+            runs.run_fixed("final", [t for t in final if t.trial_id not in recorder.previous], schedule=False)
+        except StudyInterrupted as e:  # keep every finished task, no summary, every MLflow run KILLED
+            e.kept = recorder.interrupted(f"interrupted by {e.signame}")
+            tracker.interrupt()
+            raise
 
     all_configs = list(recorder.configs.values())
     records = [r for c in all_configs for r in recorder.records_of(c.config_id)]

@@ -34,6 +34,8 @@ class StudyRecorder:
         self.configs: dict[str, Config] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.final: dict[str, TrialRecord] = {}
+        self.specs: dict[str, dict[str, Any]] = {}  # trial id -> its spec, for trials that reported a row
+        self.interrupting = False
         self.failed: dict[str, str] = {}  # trial id -> the error its run_trial raised (run/trainable.failure_row)
         self.records: dict[str, TrialRecord] = {}   # this run's and earlier runs' finished trials
         self.previous = {tid: r for tid, r in previous.items() if r.completed}
@@ -56,6 +58,7 @@ class StudyRecorder:
 
     def on_result(self, spec: dict[str, Any], result: dict[str, Any]) -> None:
         tid = spec["trial_id"]
+        self.specs[tid] = spec
         if "rows_before" in result:  # a trial resumed from a checkpoint: its earlier rows, as it kept them
             self.rows[tid] = [_keep(r) for r in result["rows_before"]]
         if "position" in result:
@@ -70,6 +73,8 @@ class StudyRecorder:
         if tid in self.records:  # already recorded (this run), or finished in an earlier one
             return
         rows = self.rows.get(tid, [])
+        if self.interrupting and error is None and not rows and tid not in self.final:
+            return  # stopped by a signal before its first task: no record, --resume runs it
         if error is None and tid in self.failed:
             error = self.failed[tid]
         if error is None and tid in self.final:
@@ -81,6 +86,26 @@ class StudyRecorder:
             rec = self.record_type.from_rows(TrialSpec.from_dict(spec), rows, self.num_tasks, status="failed",
                                              error=error)
         self._store(rec)
+
+    def interrupted(self, why: str) -> int:
+        """A signal stopped the study: every trial that finished a task and has no record yet gets one,
+        ``stopped`` with its rows (``--resume`` goes on from its checkpoint). Returns the records written."""
+        self.interrupting, self.stop_reason = True, why
+        n = 0
+        for tid, spec in self.specs.items():
+            if tid in self.records:
+                continue
+            if tid in self.final:
+                self._store(self.final[tid])
+            elif self.rows.get(tid):
+                rows = self.rows[tid]
+                self._store(self.record_type.from_rows(TrialSpec.from_dict(spec), rows, self.num_tasks,
+                                                       status="stopped",
+                                                       error=f"{why} after {len(rows)} of {self.num_tasks} tasks"))
+            else:
+                continue
+            n += 1
+        return n
 
     def not_run(self, spec: TrialSpec, why: str) -> None:
         """A trial Tune never started (time budget spent, or the run was cut short)."""
