@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args)
     try:
         study = load_study(args.study, args.overrides, configs_from=args.configs_from)
+        if args.command == "validate" or not args.address:  # --address: checked on the cluster once joined
+            from orchestrator.study.resources import check_resources
+
+            check_resources(study)
     except StudyError as e:
         print(e, file=sys.stderr)
         return 2

@@ -149,3 +149,28 @@ def test_ctrl_c_stops_cleanly_keeps_finished_tasks_and_says_how_to_resume(tmp_pa
     runs = client.search_runs([exp.experiment_id], "", max_results=1000)
     assert runs and not [r.data.tags.get("clorch.level") for r in runs if r.info.status == "RUNNING"]
     assert {r.info.status for r in runs if r.data.tags.get("clorch.level") == "study"} == {"KILLED"}
+
+
+def test_a_gpu_this_machine_lacks_is_refused_by_validate_and_run(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.device_count():
+        pytest.skip("this machine has a GPU")
+    path = _study(tmp_path, "gpu", resources={"gpu": 1},
+                  methods=[{"name": "finetune", "params": {"training": {"epochs": 1}}}])
+    for command in ("validate", "run"):
+        assert main([command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "resources.gpu (got 1.0)" in err and "has 0" in err, err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
+    cpu = _study(tmp_path, "cpu", resources={"cpu": (os.cpu_count() or 1) + 1},
+                 methods=[{"name": "finetune", "params": {"training": {"epochs": 1}}}])
+    assert main(["validate", str(cpu)]) == 2
+    assert "resources.cpu" in capsys.readouterr().err
+
+
+def test_cluster_resources_are_checked_by_the_same_rule():
+    from orchestrator.study.resources import resource_problems
+
+    assert resource_problems(1, 1, {"CPU": 8.0}, "the Ray cluster at X")[0][0] == "resources.gpu"
+    assert resource_problems(1, 0.5, {"CPU": 8.0, "GPU": 1.0}, "there") == []

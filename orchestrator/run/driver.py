@@ -230,6 +230,10 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     connect(address, runtime_env=worker_environment(study, address))
     import ray
 
+    if address:  # a trial that fits no node would wait forever: refuse before any trial
+        from orchestrator.study.resources import check_resources
+
+        check_resources(study, ray.cluster_resources(), f"the Ray cluster at {address}")
     cpus = ray.cluster_resources().get("CPU", 0)
     gpus = ray.cluster_resources().get("GPU", 0)
     where = f"joined the Ray cluster at {address}" if address else "embedded local Ray"
