@@ -174,3 +174,43 @@ def test_cluster_resources_are_checked_by_the_same_rule():
 
     assert resource_problems(1, 1, {"CPU": 8.0}, "the Ray cluster at X")[0][0] == "resources.gpu"
     assert resource_problems(1, 0.5, {"CPU": 8.0, "GPU": 1.0}, "there") == []
+
+
+def test_collapse_is_flagged_on_a_hand_built_record_and_shown_in_the_report():
+    from types import SimpleNamespace
+
+    from orchestrator.report.render import _collapsed
+    from orchestrator.results.records import ClassificationRecord, collapsed_positions, record_from_json
+    from orchestrator.study.schema import TrialSpec
+
+    spec = TrialSpec("t0", "c0", "sgd10", "finetune", {}, (1, 0), 0, 0, "task_il", False)
+    rows = [{"position": 0, "task_id": 1, "row": [None, 90.0], "val_row": [None, 95.0], "train_s": 1, "eval_s": 0},
+            {"position": 1, "task_id": 0, "row": [21.0, 80.0], "val_row": [22.0, 85.0], "train_s": 1, "eval_s": 0}]
+    rec = ClassificationRecord.from_rows(spec, rows, 2, status="completed")
+    # 5 classes, 100 validation images: chance 20%, 3 SEs = 12 points; 22% is at chance, 95% is not
+    assert collapsed_positions(rec, [5, 5], [100, 100]) == [1]
+    assert collapsed_positions(rec, [5, 5], [10000, 10000]) == []  # 3 SEs are 1.2 points there
+    rec.collapsed_tasks = [1]
+    again = record_from_json(rec.to_json())
+    assert again.collapsed_tasks == [1] and again.completed  # a flag, never a filter
+    line = _collapsed(SimpleNamespace(records=[again, record_from_json({**rec.to_json(), "trial_id": "t1",
+                                                                         "collapsed_tasks": []})]))
+    assert line[0].startswith("Collapsed: 1 of 2 trials (1 configs: sgd10)")
+
+
+def test_a_finite_divergence_is_flagged_collapsed_in_a_real_run(ray_local, tmp_path, capfd):
+    # SGD at lr 3 on 5-class digit tasks: the loss stays finite, validation accuracy sits at 20% (chance)
+    path = _study(tmp_path, "collapse", methods=[
+        {"name": "finetune", "label": "sgd10", "params": {"optimizer": {"name": "sgd", "lr": 3.0},
+                                                          "training": {"epochs": 1}}},
+        {"name": "finetune", "label": "ok", "params": {"optimizer": {"name": "sgd", "lr": 0.5},
+                                                       "training": {"epochs": 3}}}])
+    code = main(["run", str(path)])
+    text = capfd.readouterr().out
+    records = {r["label"]: r for r in (json.loads(p.read_text())
+                                       for p in (tmp_path / "results" / "collapse" / "trials").glob("*.json"))}
+    assert records["sgd10"]["status"] == "completed" and records["sgd10"]["collapsed_tasks"], records["sgd10"]
+    assert records["ok"]["collapsed_tasks"] == []
+    assert len([ln for ln in text.splitlines() if "COLLAPSED sgd10" in ln]) == 1, text
+    assert code == 0
+    assert "Collapsed: 1 of 2 trials" in (tmp_path / "results" / "collapse" / "report.md").read_text()

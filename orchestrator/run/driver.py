@@ -245,7 +245,7 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
     lineage = checkpoint_store.Lineage(out, storage, resume)
     tracker = StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs,
                            resume=resume)
-    recorder = StudyRecorder(out, tracker, benchmark.num_tasks, benchmark.kind, previous)
+    recorder = StudyRecorder(out, tracker, benchmark.num_tasks, benchmark.kind, previous, chance=_chance(study, benchmark))
     for c in configs:
         recorder.add_config(c)
     for rec in previous.values():  # configs found by an earlier run's search
@@ -399,6 +399,16 @@ def _full_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[Tr
               f"tasks, on {len(orders)} {'fresh' if fresh else 'full'} orders of all {study.num_tasks} tasks",
               flush=True)
     return trials
+
+
+def _chance(study: Study, benchmark: datasets.Benchmark) -> tuple[list[int], list[int]] | None:
+    """(classes, validation size) per task, for flagging collapsed trials; None where validation is the training
+    set (trainability benchmarks: random labels are meant to sit at chance) or there is none."""
+    params = study.benchmark_params()
+    if benchmark.kind != "classification" or benchmark.validation_source != "held_out" \
+            or getattr(type(params), "validates_on_training_set", False):
+        return None
+    return list(benchmark.classes_per_task), [0 if t.x_val is None else len(t.x_val) for t in benchmark.tasks]
 
 
 def _study_params(study: Study) -> dict[str, Any]:

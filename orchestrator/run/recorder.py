@@ -12,7 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator.results.records import TrialRecord, record_from_json, record_type
+from orchestrator.results.records import ClassificationRecord, TrialRecord, collapsed_positions, record_from_json, \
+    record_type
 from orchestrator.results.store import write_trial
 from orchestrator.study.schema import Config, TrialSpec
 
@@ -28,7 +29,10 @@ def _fmt(seconds: float) -> str:
 
 
 class StudyRecorder:
-    def __init__(self, out: Path, tracker, num_tasks: int, kind: str, previous: dict[str, TrialRecord]):
+    def __init__(self, out: Path, tracker, num_tasks: int, kind: str, previous: dict[str, TrialRecord],
+                 chance: tuple[list[int], list[int]] | None = None):
+        """``chance``: (classes, validation size) per task identity, to flag collapsed trials (None: exempt)."""
+        self.chance, self.collapsed_configs = chance, set()
         self.out, self.tracker, self.num_tasks = out, tracker, num_tasks
         self.record_type = record_type(kind)  # builds the records of trials that ended without their own
         self.configs: dict[str, Config] = {}
@@ -115,11 +119,23 @@ class StudyRecorder:
 
     def _store(self, rec: TrialRecord) -> None:
         rec.ended_at = time.time()  # when the driver saw it end: the report's search-over-time axis
+        self._flag_collapse(rec)
         write_trial(self.out, rec)
         self.tracker.log_trial(rec, self.configs.get(rec.config_id))
         self.records[rec.trial_id] = rec
         self.ran += 1
         self._progress(rec)
+
+    def _flag_collapse(self, rec: TrialRecord) -> None:
+        """``collapsed_tasks`` on a classification record (a flag; the trial stays in every statistic)."""
+        if self.chance is None or not isinstance(rec, ClassificationRecord) or rec.val_rows is None:
+            return
+        rec.collapsed_tasks = collapsed_positions(rec, *self.chance)
+        if rec.collapsed_tasks and rec.config_id not in self.collapsed_configs:
+            self.collapsed_configs.add(rec.config_id)
+            print(f"  COLLAPSED {rec.label} ({rec.config_id}): validation accuracy at chance right after learning "
+                  f"the task at position(s) {rec.collapsed_tasks} of {rec.trial_id} (lower lr?); kept, flagged",
+                  flush=True)
 
     def backfill(self) -> int:
         """Earlier runs' finished trials that never reached MLflow (the driver died in between)."""
