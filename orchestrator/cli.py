@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args)
     try:
         study = load_study(args.study, args.overrides, configs_from=args.configs_from)
+        if args.command == "validate" or not args.address:  # --address: checked on the cluster once joined
+            from orchestrator.study.resources import check_resources
+
+            check_resources(study)
     except StudyError as e:
         print(e, file=sys.stderr)
         return 2
@@ -113,12 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     use_cluster_token(args.address)  # before anything imports ray
     from orchestrator.run.driver import run_study
 
+    from orchestrator.run.interrupt import StudyInterrupted
+
     try:
         summary = run_study(study, address=args.address, data_root=args.data_root, resume=args.resume,
                             overwrite=args.overwrite, allow_changes=args.allow_changes)
     except (FileNotFoundError, ValueError, ClusterUnreachable) as e:  # a dataset missing, no cluster there
         print(f"clorch: {e}", file=sys.stderr)
         return 2
+    except (StudyInterrupted, KeyboardInterrupt) as e:  # Ctrl-C / SIGTERM: finished tasks kept, no summary
+        kept = f"{e.kept} unfinished trials kept their finished tasks; " if isinstance(e, StudyInterrupted) else ""
+        print(f"clorch: interrupted; {kept}no summary written. Go on with: clorch run {args.study} --resume",
+              file=sys.stderr, flush=True)
+        return 130
     _report_after_run(study, summary)
     return 1 if summary["trials_failed"] else 0
 

@@ -241,10 +241,21 @@ def _paired_section(data: StudyData, results: list[ConfigResult]) -> list[str]:
     return lines
 
 
+def _collapsed(data: StudyData) -> list[str]:
+    """One short line: trials whose validation accuracy sat at chance right after learning a task (kept)."""
+    hit = [r for r in data.records if getattr(r, "collapsed_tasks", None)]
+    if not hit:
+        return []
+    configs = sorted({r.label for r in hit})
+    return [f"Collapsed: {len(hit)} of {len(data.records)} trials ({len(configs)} configs: {', '.join(configs[:5])}"
+            f"{', ...' if len(configs) > 5 else ''}) were at chance on validation right after learning a task "
+            "(within 3 binomial SEs); they are kept in every number above.", ""]
+
+
 def _failures(data: StudyData) -> list[str]:
     failed = [r for r in data.records if not r.completed]
     if not failed:
-        return []
+        return _collapsed(data)
     stopped = sum(r.status == "stopped" for r in failed)
     what = f"{len(failed) - stopped} failed" + (f" and {stopped} were stopped early (scheduler or time budget)"
                                                if stopped else "")
@@ -255,7 +266,7 @@ def _failures(data: StudyData) -> list[str]:
         lines.append(f"- `{r.trial_id}`: {error[-1] if error else 'no error recorded'}")
     if len(failed) > 20:
         lines.append(f"- ... and {len(failed) - 20} more (see the trial records)")
-    return lines + [""]
+    return lines + [""] + _collapsed(data)
 
 
 VALIDATION_SOURCES = {

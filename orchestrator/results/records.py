@@ -237,6 +237,7 @@ class ClassificationRecord(TrialRecord):
     trace: dict[str, Any] | None = None                            # the method's per-step trace, when it has one
     init_row: list[float | None] | None = None  # accuracy on each task identity before any training (evaluate_unseen)
     test_sizes: list[int] | None = None         # test examples per task identity (binomial noise of each accuracy)
+    collapsed_tasks: list[int] | None = None    # positions whose task was at chance on val right after learning it
 
     @classmethod
     def from_rows(cls, spec: TrialSpec, rows: Sequence[dict[str, Any]], num_tasks: int, status: str,
@@ -354,6 +355,8 @@ class ClassificationRecord(TrialRecord):
             d["init_row"] = list(self.init_row)
         if self.test_sizes is not None:
             d["test_sizes"] = list(self.test_sizes)
+        if self.collapsed_tasks is not None:
+            d["collapsed_tasks"] = list(self.collapsed_tasks)
         return {**self.extra, **d}
 
     @classmethod
@@ -370,6 +373,7 @@ class ClassificationRecord(TrialRecord):
                    series={k: list(v) for k, v in (d.get("series") or {}).items()}, trace=d.get("trace"),
                    init_row=None if d.get("init_row") is None else list(d["init_row"]),
                    test_sizes=None if d.get("test_sizes") is None else [int(n) for n in d["test_sizes"]],
+                   collapsed_tasks=None if d.get("collapsed_tasks") is None else [int(p) for p in d["collapsed_tasks"]],
                    extra={k: v for k, v in d.items() if k not in known})
 
     @classmethod
@@ -521,6 +525,25 @@ def _truth_at_trace(truth: dict[str, np.ndarray], steps: int, every: int) -> dic
 
 
 RECORD_TYPES: dict[str, type[TrialRecord]] = {c.kind: c for c in (ClassificationRecord, StreamRecord)}
+
+
+def collapsed_positions(rec: "ClassificationRecord", classes: Sequence[int], val_sizes: Sequence[int],
+                        z: float = 3.0) -> list[int]:
+    """Positions j whose task, right after it was learned, is at chance on VALIDATION: A_val[j, order[j]] at or
+    below 100/classes + z binomial standard errors (n: that task's validation size). A flag, never a filter:
+    training that stayed finite but learned nothing (SGD at lr 10) is otherwise a "completed" trial."""
+    if rec.val_rows is None:
+        return []
+    out = []
+    for position, task in enumerate(rec.order[:rec.tasks_done]):
+        acc = rec.val_rows[position][task] if position < len(rec.val_rows) else None
+        c, n = int(classes[task]), int(val_sizes[task])
+        if acc is None or c < 2 or n < 1:
+            continue
+        p = 1.0 / c
+        if acc <= 100.0 * (p + z * math.sqrt(p * (1 - p) / n)):
+            out.append(position)
+    return out
 
 
 def record_type(kind: str | None) -> type[TrialRecord]:

@@ -154,6 +154,14 @@ class StudyTracker:
                                   tags=[RunTag("clorch.paired_baseline", block["baseline"]),
                                         RunTag("clorch.paired_baseline_config", block["baseline_config_id"])])
 
+    def interrupt(self) -> None:
+        """The study was stopped by a signal: its study run and config runs end KILLED (trial runs are
+        terminated as they are logged), so no run stays RUNNING; ``--resume`` sets the study run RUNNING again."""
+        for run in self.config_runs.values():
+            if self.client.get_run(run).info.status == "RUNNING":
+                self.client.set_terminated(run, "KILLED")
+        self.client.set_terminated(self.study_run, "KILLED")
+
     def finish(self, summary: dict[str, Any], failed: bool) -> None:
         self.client.log_dict(self.study_run, clean(summary), "summary.json")
         self.client.set_terminated(self.study_run, "FAILED" if failed else "FINISHED")

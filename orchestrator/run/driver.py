@@ -32,6 +32,7 @@ from orchestrator.study.expand import (expand_configs, is_adaptive, is_searched,
 from orchestrator.results.objective import describe, objective_value
 from orchestrator.results.records import TrialRecord
 from orchestrator.run.callbacks import tune_callback
+from orchestrator.run.interrupt import Interrupt, StudyInterrupted
 from orchestrator.run.recorder import StudyRecorder
 from orchestrator.run.trainable import trainable
 from orchestrator.results.store import read_trials, study_dir, write_json
@@ -49,6 +50,8 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # state often, by design; it warns about that each time. The cost is measured
 # (bench/orchestration_overhead.py), the warning is noise.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Ctrl-C / SIGTERM are the driver's (run/interrupt.py): Tune's own handler would print Tuner.restore advice
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 FRESH = "@fresh"  # suffix of the label and config id of a best config re-run on fresh orders
 FULL = "@full"    # search.protocol first_tasks: suffix of a winner re-run on the full orders
@@ -77,6 +80,7 @@ class TuneRuns:
                                              {"cpu": study.resources.cpu, "gpu": study.resources.gpu})
         self.deadline = (time.monotonic() + study.search.time_budget_s) if study.search.time_budget_s else None
         self.checkpoints = lineage.checkpoint_candidates()  # trial id -> [(path, tasks done)], furthest first
+        self.interrupt = None  # run/interrupt.Interrupt: a signal stops Tune, then StudyInterrupted is raised
 
     def remaining_s(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -92,6 +96,8 @@ class TuneRuns:
 
         from orchestrator.run.search import asha
 
+        if self.interrupt is not None:
+            self.interrupt.check()
         study = self.study
         # ASHA stops search trials; a re-run of one chosen config (or a fixed one) has nothing to choose among
         scheduler = asha(study, self.benchmark.num_tasks) if study.search.scheduler.kind == "asha" and schedule \
@@ -105,6 +111,7 @@ class TuneRuns:
                                         time_budget_s=self.remaining_s(), reuse_actors=True,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(name=name, storage_path=self.storage, verbose=0,
+                                      stop=self.interrupt.stopper() if self.interrupt is not None else None,
                                       callbacks=[JsonLoggerCallback(), tune_callback(self.recorder)],
                                       failure_config=tune.FailureConfig(max_failures=study.retries),
                                       # two kept: a forced experiment snapshot every other task, not every task
@@ -113,6 +120,8 @@ class TuneRuns:
         self.recorder.stop_reason = ("stopped early by ASHA" if scheduler is not None else "stopped") + \
             (" or by the time budget" if self.deadline is not None else "")
         tuner.fit()
+        if self.interrupt is not None:
+            self.interrupt.check()
 
     def budget_spent(self) -> bool:
         left = self.remaining_s()
@@ -234,6 +243,10 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
     connect(address, runtime_env=worker_environment(study, address))
     import ray
 
+    if address:  # a trial that fits no node would wait forever: refuse before any trial
+        from orchestrator.study.resources import check_resources
+
+        check_resources(study, ray.cluster_resources(), f"the Ray cluster at {address}")
     cpus = ray.cluster_resources().get("CPU", 0)
     gpus = ray.cluster_resources().get("GPU", 0)
     where = f"joined the Ray cluster at {address}" if address else "embedded local Ray"
@@ -248,7 +261,7 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
     tracker = StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs,
                            resume=resume)
     life.retire_trial_runs(tracker)  # --resume --allow-changes: the runs of earlier trials that no longer belong
-    recorder = StudyRecorder(out, tracker, benchmark.num_tasks, benchmark.kind, previous)
+    recorder = StudyRecorder(out, tracker, benchmark.num_tasks, benchmark.kind, previous, chance=_chance(study, benchmark))
     for c in configs:
         recorder.add_config(c)
     for rec in previous.values():  # configs found by an earlier run's search
@@ -259,15 +272,21 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
               + (f" ({filled} added to MLflow)" if filled else ""), flush=True)
     runs = TuneRuns(study, benchmark, recorder, storage, lineage)
     todo = [t for t in trials if t.trial_id not in recorder.previous]
-    if first_tasks and study.search.scheduler.kind == "asha":  # ASHA's max_t is k: full-order trials run apart
-        runs.run_fixed("search", [t for t in todo if t.max_tasks is not None])
-        runs.run_fixed("fixed", [t for t in todo if t.max_tasks is None], schedule=False)
-    else:
-        runs.run_fixed("search", todo)
-    for index in searched:
-        runs.run_optuna(index, setting)
-    final = _full_reruns(study, recorder, setting) if first_tasks else _fresh_reruns(study, recorder, setting)
-    runs.run_fixed("final", [t for t in final if t.trial_id not in recorder.previous], schedule=False)
+    with Interrupt() as runs.interrupt:
+        try:
+            if first_tasks and study.search.scheduler.kind == "asha":  # ASHA's max_t is k: full-order trials apart
+                runs.run_fixed("search", [t for t in todo if t.max_tasks is not None])
+                runs.run_fixed("fixed", [t for t in todo if t.max_tasks is None], schedule=False)
+            else:
+                runs.run_fixed("search", todo)
+            for index in searched:
+                runs.run_optuna(index, setting)
+            final = _full_reruns(study, recorder, setting) if first_tasks else _fresh_reruns(study, recorder, setting)
+            runs.run_fixed("final", [t for t in final if t.trial_id not in recorder.previous], schedule=False)
+        except StudyInterrupted as e:  # keep every finished task, no summary, every MLflow run KILLED
+            e.kept = recorder.interrupted(f"interrupted by {e.signame}")
+            tracker.interrupt()
+            raise
 
     all_configs = list(recorder.configs.values())
     records = [r for c in all_configs for r in recorder.records_of(c.config_id)]
@@ -398,6 +417,16 @@ def _full_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[Tr
               f"tasks, on {len(orders)} {'fresh' if fresh else 'full'} orders of all {study.num_tasks} tasks",
               flush=True)
     return trials
+
+
+def _chance(study: Study, benchmark: datasets.Benchmark) -> tuple[list[int], list[int]] | None:
+    """(classes, validation size) per task, for flagging collapsed trials; None where validation is the training
+    set (trainability benchmarks: random labels are meant to sit at chance) or there is none."""
+    params = study.benchmark_params()
+    if benchmark.kind != "classification" or benchmark.validation_source != "held_out" \
+            or getattr(type(params), "validates_on_training_set", False):
+        return None
+    return list(benchmark.classes_per_task), [0 if t.x_val is None else len(t.x_val) for t in benchmark.tasks]
 
 
 def _study_params(study: Study) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator.results.records import TrialRecord, record_from_json, record_type
+from orchestrator.results.records import ClassificationRecord, TrialRecord, collapsed_positions, record_from_json, \
+    record_type
 from orchestrator.results.store import write_trial
 from orchestrator.study.schema import Config, TrialSpec
 
@@ -28,12 +29,18 @@ def _fmt(seconds: float) -> str:
 
 
 class StudyRecorder:
-    def __init__(self, out: Path, tracker, num_tasks: int, kind: str, previous: dict[str, TrialRecord]):
+    def __init__(self, out: Path, tracker, num_tasks: int, kind: str, previous: dict[str, TrialRecord],
+                 chance: tuple[list[int], list[int]] | None = None):
+        """``chance``: (classes, validation size) per task identity, to flag collapsed trials (None: exempt)."""
+        self.chance, self.collapsed_configs = chance, set()
         self.out, self.tracker, self.num_tasks = out, tracker, num_tasks
         self.record_type = record_type(kind)  # builds the records of trials that ended without their own
         self.configs: dict[str, Config] = {}
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.final: dict[str, TrialRecord] = {}
+        self.specs: dict[str, dict[str, Any]] = {}  # trial id -> its spec, for trials that reported a row
+        self.interrupting = False
+        self.failed: dict[str, str] = {}  # trial id -> the error its run_trial raised (run/trainable.failure_row)
         self.records: dict[str, TrialRecord] = {}   # this run's and earlier runs' finished trials
         self.previous = {tid: r for tid, r in previous.items() if r.completed}
         self.records.update(self.previous)
@@ -55,10 +62,13 @@ class StudyRecorder:
 
     def on_result(self, spec: dict[str, Any], result: dict[str, Any]) -> None:
         tid = spec["trial_id"]
+        self.specs[tid] = spec
         if "rows_before" in result:  # a trial resumed from a checkpoint: its earlier rows, as it kept them
             self.rows[tid] = [_keep(r) for r in result["rows_before"]]
         if "position" in result:
             self.rows.setdefault(tid, []).append(_keep(result))
+        if result.get("failed"):  # run_trial raised: not retried, recorded as failed with its finished rows
+            self.failed[tid] = str(result.get("error") or "trial failed")
         if "record" in result:  # the trial's own record, as JSON across the Tune boundary
             self.final[tid] = record_from_json(result["record"])
 
@@ -67,6 +77,10 @@ class StudyRecorder:
         if tid in self.records:  # already recorded (this run), or finished in an earlier one
             return
         rows = self.rows.get(tid, [])
+        if self.interrupting and error is None and not rows and tid not in self.final:
+            return  # stopped by a signal before its first task: no record, --resume runs it
+        if error is None and tid in self.failed:
+            error = self.failed[tid]
         if error is None and tid in self.final:
             rec = self.final[tid]
         elif error is None:  # ended cleanly without its last task: the scheduler or the budget stopped it
@@ -77,6 +91,26 @@ class StudyRecorder:
                                              error=error)
         self._store(rec)
 
+    def interrupted(self, why: str) -> int:
+        """A signal stopped the study: every trial that finished a task and has no record yet gets one,
+        ``stopped`` with its rows (``--resume`` goes on from its checkpoint). Returns the records written."""
+        self.interrupting, self.stop_reason = True, why
+        n = 0
+        for tid, spec in self.specs.items():
+            if tid in self.records:
+                continue
+            if tid in self.final:
+                self._store(self.final[tid])
+            elif self.rows.get(tid):
+                rows = self.rows[tid]
+                self._store(self.record_type.from_rows(TrialSpec.from_dict(spec), rows, self.num_tasks,
+                                                       status="stopped",
+                                                       error=f"{why} after {len(rows)} of {self.num_tasks} tasks"))
+            else:
+                continue
+            n += 1
+        return n
+
     def not_run(self, spec: TrialSpec, why: str) -> None:
         """A trial Tune never started (time budget spent, or the run was cut short)."""
         if spec.trial_id not in self.records:
@@ -85,11 +119,23 @@ class StudyRecorder:
 
     def _store(self, rec: TrialRecord) -> None:
         rec.ended_at = time.time()  # when the driver saw it end: the report's search-over-time axis
+        self._flag_collapse(rec)
         write_trial(self.out, rec)
         self.tracker.log_trial(rec, self.configs.get(rec.config_id))
         self.records[rec.trial_id] = rec
         self.ran += 1
         self._progress(rec)
+
+    def _flag_collapse(self, rec: TrialRecord) -> None:
+        """``collapsed_tasks`` on a classification record (a flag; the trial stays in every statistic)."""
+        if self.chance is None or not isinstance(rec, ClassificationRecord) or rec.val_rows is None:
+            return
+        rec.collapsed_tasks = collapsed_positions(rec, *self.chance)
+        if rec.collapsed_tasks and rec.config_id not in self.collapsed_configs:
+            self.collapsed_configs.add(rec.config_id)
+            print(f"  COLLAPSED {rec.label} ({rec.config_id}): validation accuracy at chance right after learning "
+                  f"the task at position(s) {rec.collapsed_tasks} of {rec.trial_id} (lower lr?); kept, flagged",
+                  flush=True)
 
     def backfill(self) -> int:
         """Earlier runs' finished trials that never reached MLflow (the driver died in between)."""

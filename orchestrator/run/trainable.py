@@ -24,7 +24,11 @@ def trainable(config: dict[str, Any], benchmark: datasets.Benchmark, plugins: li
 
     from orchestrator.study.plugins import PluginRef, load_refs
 
-    load_refs([PluginRef.from_dict(p) for p in plugins])
+    try:
+        load_refs([PluginRef.from_dict(p) for p in plugins])
+    except Exception as e:  # noqa: BLE001 - a plugin that does not import fails the same way on every retry
+        tune.report(failure_row(e, 0))
+        return
 
     from orchestrator.run.checkpoint import load_state, save_state
     from orchestrator.run.trial import pick_device, run_trial
@@ -43,7 +47,10 @@ def trainable(config: dict[str, Any], benchmark: datasets.Benchmark, plugins: li
     candidates += [tune.Checkpoint(p) for p in ([earlier] if isinstance(earlier, str) else earlier)]
     resume = load_newest(candidates, load_state)  # the newest that loads; a truncated one is skipped, said why
 
+    done = [resume.tasks_done if resume is not None else 0]
+
     def report(row: dict[str, Any]) -> None:
+        done[0] = row.get("tasks_learned", done[0])
         state = row.pop("checkpoint", None)
         if state is None:
             tune.report(row)
@@ -52,5 +59,25 @@ def trainable(config: dict[str, Any], benchmark: datasets.Benchmark, plugins: li
             save_state(directory, state)
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    run_trial(spec, benchmark, report=report, device=pick_device(config["gpu"]), resume=resume,
-              checkpoints=benchmark.kind == "classification")
+    try:
+        run_trial(spec, benchmark, report=report, device=pick_device(config["gpu"]), resume=resume,
+                  checkpoints=benchmark.kind == "classification")
+    except (MemoryError, torch.cuda.OutOfMemoryError):
+        raise
+    except Exception as e:  # noqa: BLE001 - deterministic: the same config fails the same way on a retry
+        tune.report(failure_row(e, done[0]))
+
+
+def failure_row(error: BaseException, tasks_done: int) -> dict[str, Any]:
+    """The last row of a trial whose run_trial raised (the trainable returns after it, so Tune does not retry).
+
+    Retries (``retries``) are for what may go another way next time: a dead worker (killed, OOM-killed, its
+    actor gone; Tune sees those, never this code) and out-of-memory errors, which the trainable raises again.
+    Every other exception (TrainingDiverged, a bad param, an import error) would fail the same way again.
+    This row is: the error as ``Type: message`` (first line), ``failed``.
+
+    The scheduler's metrics ride along as NaN (ASHA and Tune's metric check expect them on every row).
+    """
+    text = f"{type(error).__name__}: {error}".strip()
+    return {"failed": True, "error": text.splitlines()[0] if text else type(error).__name__,
+            "tasks_learned": tasks_done, "acc_seen": float("nan"), "val_acc_seen": float("nan")}
