@@ -228,7 +228,12 @@ def _benchmark_problems(where: str, model: type[BaseModel], given: dict, bench) 
                 params = model.model_validate(values)
             except ValidationError:
                 continue
-        for message in params.benchmark_problems(bench.name, bench_params, setting):
+        import inspect
+
+        takes_setting = len(inspect.signature(params.benchmark_problems).parameters) >= 3
+        found = (params.benchmark_problems(bench.name, bench_params, setting) if takes_setting
+                 else params.benchmark_problems(bench.name, bench_params))
+        for message in found:
             problem = (where, _MISSING, message)
             if problem not in out:
                 out.append(problem)
