@@ -40,7 +40,7 @@ import pickle
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.error import URLError
 
 import numpy as np
@@ -248,8 +248,25 @@ def _class_order_seed():
     return Field(None, description="shuffle which classes form each task (None: natural order 0, 1, 2, ...)")
 
 
+class _CifarFiles(FileParams):
+    """CIFAR params know their files: ``check_files`` is what `clorch validate --data-root` reports."""
+
+    cifar_files: ClassVar[str] = "cifar100"
+
+    def check_files(self, ctx: LoadContext) -> list[str]:
+        """Cheap: every file torchvision reads is there (no md5, no unpickling); absent ones matter only
+        when downloading is off."""
+        tv_class = _torchvision_base(self.cifar_files)
+        expected = expected_files(tv_class)
+        missing = [rel for rel in expected if not (Path(ctx.root) / rel).is_file()]
+        if not missing or self.download:
+            return []
+        return [str(_missing_data(self.cifar_files, Path(ctx.root), False, FileNotFoundError(missing[0])))]
+
+
 # ---------------------------------------------------------------- split CIFAR-10
-class SplitCifar10Params(FileParams):
+class SplitCifar10Params(_CifarFiles):
+    cifar_files: ClassVar[str] = "cifar10"
     class_order_seed: int | None = _class_order_seed()
 
     @property
@@ -267,7 +284,7 @@ def split_cifar10(p: SplitCifar10Params, ctx: LoadContext | None = None) -> Benc
 
 
 # ---------------------------------------------------------------- split CIFAR-100
-class SplitCifar100Params(FileParams):
+class SplitCifar100Params(_CifarFiles):
     num_tasks: int = Field(10, ge=1, le=100, description="10 (10 classes per task) or 20 (5 classes per task)")
     class_order_seed: int | None = _class_order_seed()
 
@@ -293,7 +310,7 @@ def split_cifar100(p: SplitCifar100Params, ctx: LoadContext | None = None) -> Be
 
 
 # ---------------------------------------------------------------- superclass CIFAR-100
-class Cifar100SuperclassParams(FileParams):
+class Cifar100SuperclassParams(_CifarFiles):
     """No class-order seed: the grouping is CIFAR-100's own; task orders permute the tasks."""
 
     @property
@@ -311,7 +328,7 @@ def cifar100_superclass(p: Cifar100SuperclassParams, ctx: LoadContext | None = N
 
 
 # ---------------------------------------------------------------- correlated CIFAR-100
-class CorrelatedSplitCifar100Params(FileParams):
+class CorrelatedSplitCifar100Params(_CifarFiles):
     superclass_seed: int | None = Field(None, description="permute the 20 superclasses before splitting them into "
                                                           "blocks A (first 10) and B (last 10); None keeps 0..19")
 

@@ -43,28 +43,133 @@ def _torchvision_class(dataset: str):
     return {"mnist": tv.MNIST, "fashion_mnist": tv.FashionMNIST, "kmnist": tv.KMNIST}[dataset]
 
 
+_MAGIC = {"images": 2051, "labels": 2049}
+
+
+class CorruptData(ValueError):
+    """A dataset file is there but unreadable; the message names it and the fix."""
+
+
+def _source(folder: Path, name: str) -> Path | None:
+    """The unpacked idx file, else its .gz archive (read through gzip: nothing is unpacked), else None."""
+    for path in (folder / name, folder / f"{name}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _corrupt(path: Path, why: str) -> CorruptData:
+    return CorruptData(f"{path} is corrupt ({why}): delete it and download it again (download: true), or copy an "
+                       "intact one there")
+
+
+def _open(path: Path):
+    import gzip
+
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _header(path: Path, name: str) -> tuple[int, ...]:
+    """The idx header's dims (N, 28, 28 or N), checked against the file's (uncompressed) size, cheaply."""
+    import gzip
+    import struct
+    import zlib
+
+    kind = "images" if "images" in name else "labels"
+    ndims = 3 if kind == "images" else 1
+    try:
+        with _open(path) as f:
+            head = f.read(4 + 4 * ndims)
+        if len(head) < 4 + 4 * ndims:
+            raise _corrupt(path, "shorter than an idx header")
+        magic, *dims = struct.unpack(f">I{ndims}I", head)
+        if magic != _MAGIC[kind]:
+            raise _corrupt(path, f"idx magic number {magic}, expected {_MAGIC[kind]}")
+        size = len(head) + int(np.prod(dims))
+        if path.suffix == ".gz":
+            with open(path, "rb") as f:  # the gzip trailer: the uncompressed size mod 2**32
+                f.seek(-4, 2)
+                stored = struct.unpack("<I", f.read(4))[0]
+            if stored != size % 2 ** 32:
+                raise _corrupt(path, f"unpacks to {stored} bytes, the header promises {size}: truncated?")
+        elif path.stat().st_size != size:
+            raise _corrupt(path, f"{path.stat().st_size} bytes, the header promises {size}: truncated?")
+    except (gzip.BadGzipFile, EOFError, zlib.error, struct.error, OSError) as e:
+        raise _corrupt(path, f"{type(e).__name__}: {str(e)[:120]}") from None
+    return tuple(dims)
+
+
+def _read_idx(path: Path, name: str) -> np.ndarray:
+    import gzip
+    import zlib
+
+    dims = _header(path, name)
+    try:
+        with _open(path) as f:
+            data = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as e:
+        raise _corrupt(path, f"{type(e).__name__}: {str(e)[:120]}") from None
+    offset = 4 + 4 * len(dims)
+    if len(data) != offset + int(np.prod(dims)):
+        raise _corrupt(path, "its size does not match its header")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _missing(dataset: str, root: Path, download: bool, error: BaseException | None = None) -> MissingData:
+    folder = f"{_FOLDERS[dataset]}/raw"
+    how = (f"the download failed ({type(error).__name__}: {str(error).splitlines()[0][:200]}); "
+           if download and error is not None else "downloading is off (download: false); ")
+    how += (f"put the four original files ({', '.join(f + '.gz' for f in _FILES)}) in {Path(root) / folder}, "
+            "or run with download: true on a machine with internet")
+    return MissingData(dataset, root, [f"{folder}/{f}[.gz]" for f in _FILES], how)
+
+
+def check_files(dataset: str, root: Path, download: bool) -> list[str]:
+    """Cheap: each of the four files is there (unpacked or .gz) with a sound header and size; no full read."""
+    folder = Path(root) / _FOLDERS[dataset] / "raw"
+    problems = []
+    missing = [name for name in _FILES if _source(folder, name) is None]
+    if missing and not download:
+        err = _missing(dataset, root, download)
+        problems.append(f"{err}\n(missing: {', '.join(missing)})")
+    for name in _FILES:
+        path = _source(folder, name)
+        if path is not None:
+            try:
+                _header(path, name)
+            except CorruptData as e:
+                problems.append(str(e))
+    return problems
+
+
 @lru_cache(maxsize=6)
 def mnist_arrays(dataset: str, root: Path, download: bool, verify_checksums: bool = True):
     """(x_train, y_train, x_test, y_test): x uint8 (N, 28, 28), y int64.
 
-    ``verify_checksums`` is accepted for a uniform signature; torchvision always
-    checks the md5 of the archives it downloads or unpacks.
+    Read from the idx files under <root>/<Folder>/raw, unpacked or .gz (read
+    through gzip, so a read-only data root works). Only when a file is missing
+    and ``download`` is on does torchvision fetch them (it checks the published
+    md5). Raises MissingData (absent) or CorruptData (unreadable), naming the file.
     """
-    cls = _torchvision_class(dataset)
-    try:
-        train, test = cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
-    except (RuntimeError, OSError) as e:  # not found, or the download failed (no network)
-        folder = f"{_FOLDERS[dataset]}/raw"
-        how = (f"the download failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-               if download else "downloading is off (download: false); ")
-        how += (f"put the four original files ({', '.join(f + '.gz' for f in _FILES)}) in {Path(root) / folder}, "
-                "or run with download: true on a machine with internet")
-        raise MissingData(dataset, root, [f"{folder}/{f}[.gz]" for f in _FILES], how) from None
-    return train.data.numpy(), train.targets.numpy().astype(np.int64), test.data.numpy(), test.targets.numpy().astype(np.int64)
+    folder = Path(root) / _FOLDERS[dataset] / "raw"
+    if any(_source(folder, name) is None for name in _FILES):
+        if not download:
+            raise _missing(dataset, root, download)
+        cls = _torchvision_class(dataset)
+        try:
+            cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
+        except (RuntimeError, OSError) as e:  # the download failed (no network)
+            raise _missing(dataset, root, download, e) from None
+    x_tr, y_tr, x_te, y_te = (_read_idx(_source(folder, name), name) for name in _FILES)
+    return x_tr.copy(), y_tr.astype(np.int64), x_te.copy(), y_te.astype(np.int64)
 
 
 class _MnistParams(FileParams):
     dataset: Dataset = Field("mnist", description="mnist | fashion_mnist | kmnist")
+
+    def check_files(self, ctx: LoadContext) -> list[str]:
+        """What `clorch validate --data-root` reports: files absent (download off) or corrupt."""
+        return check_files(self.dataset, ctx.root, self.download)
 
 
 def _arrays(p: _MnistParams, ctx: LoadContext | None):
@@ -84,6 +189,10 @@ class PermutedMnistParams(_MnistParams):
     num_tasks: int = Field(10, ge=1, le=10_000, description="number of permutations")
     protocol: Literal["standard", "halrp"] = Field("standard", description="standard: 784 inputs, task 0 unpermuted; halrp: 3x32x32, all permuted")
     permutation_seed: int = Field(0, description="seed of the permutations")
+
+    @property
+    def default_setting(self) -> str:
+        return "task_incremental" if self.protocol == "halrp" else "domain_incremental"
 
 
 @BENCHMARKS.register("permuted_mnist", PermutedMnistParams)

@@ -148,6 +148,18 @@ class HALRPParams(BaseModel):
                 f"{self.OFFICIAL_VAL_FRACTION:g}; this study has {val:g} (set it to {self.OFFICIAL_VAL_FRACTION:g} "
                 "to match their data)"]
 
+    def benchmark_problems(self, benchmark: str, params: Any, setting: str | None = None) -> list[str]:
+        """What fails every trial: importance on a validation split the benchmark lacks; no task ids."""
+        out = []
+        if self.importance_split == "val" and getattr(params, "val_fraction", None) == 0:
+            out.append(f"halrp scores layer importance on each task's validation split (importance_split: val) "
+                       f"but {benchmark} has val_fraction 0: set benchmark.params.val_fraction > 0 (the paper "
+                       f"holds out {self.OFFICIAL_VAL_FRACTION:g}), or importance_split: train")
+        if setting is not None and setting != "task_incremental":
+            out.append(f"halrp picks each task's perturbation and head by its task id, which {setting} does not "
+                       "give at test time: set benchmark.setting: task_incremental (or use another method)")
+        return out
+
 
 def layer_importance(backbone: nn.Module, head: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor,
                      batch_size: int) -> list[float]:

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     val.add_argument("study")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     val.add_argument("--configs-from", metavar="OTHER", help=configs_help)
+    val.add_argument("--data-root", help="also check the benchmark's files are there (cheap: no full load)")
     lst = sub.add_parser("list", help="methods and benchmarks with their parameters (plugins' beside the built-ins)")
     lst.add_argument("targets", nargs="*", metavar="STUDY.yaml|NAME",
                      help="a study file (its plugins are listed too) and/or names of methods or benchmarks to show alone")
@@ -93,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
             check_resources(study)
     except StudyError as e:
         print(e, file=sys.stderr)
+        return 2
+    from orchestrator.study import preflight  # tracking store, storage, data files: before Ray, before writing
+
+    problems = preflight.check(study, data_root=args.data_root, tracking=args.command == "run",
+                               data=args.command == "run" or args.data_root is not None)
+    if problems:
+        print(StudyError(args.study, problems), file=sys.stderr)
         return 2
     _print_notes()
     if study.configs_from is not None:

@@ -56,6 +56,7 @@ def check_study(study: Study) -> list[tuple[str, Any, str]]:
                         break
             else:
                 problems.append((where, _MISSING, str(e)))
+        problems += _check_orders(study, num_tasks)
     problems += _check_search(study, kind, num_tasks)
     labels: dict[str, int] = {}
     for i, m in enumerate(study.methods):
@@ -74,6 +75,7 @@ def check_study(study: Study) -> list[tuple[str, Any, str]]:
         problems += found
         if not found and num_tasks is not None:
             _benchmark_notes(f"methods[{i}]", entry.params, m.params, bench)
+            problems += _benchmark_problems(f"methods[{i}]", entry.params, m.params, bench)
         if m.display in labels:
             problems.append((f"methods[{i}].label", m.label, f"duplicates methods[{labels[m.display]}]; give each entry a distinct label"))
         labels[m.display] = i
@@ -82,7 +84,83 @@ def check_study(study: Study) -> list[tuple[str, Any, str]]:
                          + ", ".join(m.display for m in study.methods)))
     if num_tasks is not None and kind == "classification" and not problems:
         problems += _check_selection(study)
+    if not problems:
+        problems += _check_size(study)
     return problems
+
+
+def _check_orders(study: Study, num_tasks: int) -> list[tuple[str, Any, str]]:
+    """More random orders than permutations (silently fewer trials), or one explicit order listed twice."""
+    import math
+
+    spec = study.orders
+    if isinstance(spec, RandomOrders):
+        total = math.factorial(num_tasks) if num_tasks <= 20 else None
+        if total is not None and spec.count > total:
+            return [("orders.count", spec.count, f"{num_tasks} tasks have only {total} permutations; use count: "
+                     f"{total} or fewer (or kind: explicit / latin_square to list them)")]
+    if isinstance(spec, ExplicitOrders):
+        seen: dict[tuple, int] = {}
+        for k, order in enumerate(spec.orders):
+            key = tuple(order)
+            if key in seen:
+                return [(f"orders.orders[{k}]", order, f"repeats orders.orders[{seen[key]}]; list each order once "
+                         "(a repeated order adds no information on order spread)")]
+            seen[key] = k
+    return []
+
+
+def planned_trials(study: Study) -> int:
+    """Trials the study plans (configs x orders x seeds, plus final-order re-runs), counted, not listed."""
+    import math
+
+    from orchestrator.study.schema import Grid
+
+    num_tasks = study.num_tasks if study.orders is not None else 1
+    members = _order_count(study.orders, num_tasks) * len(study.seeds)
+    total = 0
+    searched = 0
+    for m in study.methods:
+        _, spaces = split_spaces(m.params)
+        grids = [len(v.grid) for v in spaces.values() if isinstance(v, Grid)]
+        others = len(spaces) - len(grids)
+        if not spaces:
+            configs = 1
+        elif study.search.algorithm == "grid":
+            configs = math.prod(grids) * (study.search.num_samples if others else 1)
+        else:
+            configs = study.search.num_samples
+        searched += bool(spaces)
+        total += configs * members
+    if study.search.final_orders is not None and study.orders is not None:
+        total += searched * _order_count(study.search.final_orders, num_tasks) * len(study.seeds)
+    return total
+
+
+def _order_count(spec, num_tasks: int) -> int:
+    import math
+
+    if spec is None:
+        return 1
+    if isinstance(spec, RandomOrders):
+        return spec.count if num_tasks > 20 else min(spec.count, math.factorial(num_tasks))
+    if isinstance(spec, ExplicitOrders):
+        return len(spec.orders)
+    return len(spec.generate(num_tasks)) if num_tasks <= 1000 else 2 * num_tasks
+
+
+def _check_size(study: Study) -> list[tuple[str, Any, str]]:
+    """A study too big to mean it: refused with the count before minutes of expanding and scheduling."""
+    limit = study.search.max_trials
+    try:
+        n = planned_trials(study)
+    except ValueError:
+        return []
+    if n <= limit:
+        return []
+    return [("search.max_trials", limit, f"the study plans {n} trials (configs x orders x seeds), more than "
+             f"search.max_trials; shrink the grids, orders or seeds, or set search.max_trials: {n} to run it "
+             "on purpose")]
 
 
 def has_validation(params: BaseModel) -> bool:
@@ -126,6 +204,40 @@ def _benchmark_notes(where: str, model: type[BaseModel], given: dict, bench) -> 
         text = f"{where}: {note}"
         if text not in NOTES:
             NOTES.append(text)
+
+
+def _benchmark_problems(where: str, model: type[BaseModel], given: dict, bench) -> list[tuple[str, Any, str]]:
+    """What a method cannot do on this benchmark (``Params.benchmark_problems``, optional): every trial would fail.
+
+    The hook gets (benchmark name, benchmark params, setting); the setting is the study's, else the
+    benchmark params' ``default_setting`` where they know it without loading, else None."""
+    hook = getattr(model, "benchmark_problems", None)
+    if hook is None:
+        return []
+    fixed, spaces = split_spaces(given)
+    entry = datasets.BENCHMARKS.get(bench.name)
+    bench_params = entry.params.model_validate(bench.params)
+    setting = bench.setting or getattr(bench_params, "default_setting", None)
+    out = []
+    candidates = [fixed] + [with_values(fixed, {path: c}) for path, space in spaces.items()
+                            for c in space_candidates(space)]
+    for values in candidates:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                params = model.model_validate(values)
+            except ValidationError:
+                continue
+        import inspect
+
+        takes_setting = len(inspect.signature(params.benchmark_problems).parameters) >= 3
+        found = (params.benchmark_problems(bench.name, bench_params, setting) if takes_setting
+                 else params.benchmark_problems(bench.name, bench_params))
+        for message in found:
+            problem = (where, _MISSING, message)
+            if problem not in out:
+                out.append(problem)
+    return out
 
 
 def _check_params(where: str, model: type[BaseModel], given: dict, allow_spaces: bool) -> list:

@@ -22,15 +22,19 @@ def load_study(path: str | Path, overrides: list[str] = (), configs_from: str | 
     orchestrator/study/configs_from.py), validate. Raises StudyError, nothing else."""
     source = str(path)
     try:
-        text = Path(path).read_text()
+        data = Path(path).read_bytes()
     except OSError as e:
         raise StudyError(source, [("", _MISSING, f"cannot read the study file: {e.strerror}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise StudyError(source, [("", _MISSING, f"the study file is {len(data):,} bytes, more than "
+                                                 f"{MAX_FILE_BYTES:,}: a study lists methods, orders and seeds, not "
+                                                 "data (a million seeds? use a few, or orders.count)")])
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise StudyError(source, [("", _MISSING, f"not valid YAML: {where}{getattr(e, 'problem', e)}")]) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise StudyError(source, [("", _MISSING, f"not UTF-8 text (byte {e.start} is {data[e.start]:#04x}): a "
+                                                 "study file is a YAML text file saved as UTF-8")]) from None
+    raw = _safe_yaml(text, source, "")
     if not isinstance(raw, dict):
         raise StudyError(source, [("", raw, "a study file is a YAML mapping with name, benchmark, orders, methods")])
     for item in overrides:
@@ -71,6 +75,62 @@ def _load_plugins(raw: dict, source: str, base_dir: Path) -> list:
         raise StudyError(source, [("plugins", _MISSING, str(e))]) from None
 
 
+MAX_FILE_BYTES = 1_000_000  # the biggest real studies (1000 explicit orders of 20 tasks) are ~100 kB
+MAX_NODES = 2_000_000
+"""A study (or a --set value) expands to at most this many YAML nodes: aliases (``&a``/``*a``) share nodes
+when loaded, so a few hundred bytes can stand for billions of them (an alias bomb) that formatting or
+validating would then walk one by one."""
+
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when installed: the same YAML, ~4x faster
+
+
+def _safe_yaml(text: str, source: str, where: str) -> Any:
+    """``yaml.safe_load`` with one StudyError for bad YAML and for more than MAX_NODES expanded nodes."""
+    try:
+        value = yaml.load(text, Loader=_LOADER)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        what = f"not valid YAML ({shown!r}): " if where else "not valid YAML: "
+        fix = "; quote the value or complete it, e.g. --set 'seeds=[0, 1]'" if where else ""
+        raise StudyError(source, [(where, _MISSING, f"{what}{at}{getattr(e, 'problem', e)}{fix}")]) from None
+    except RecursionError:
+        raise StudyError(source, [(where, _MISSING, "YAML nested too deeply")]) from None
+    count = expanded_nodes(value, MAX_NODES)
+    if count > MAX_NODES:
+        raise StudyError(source, [(where, _MISSING, f"the YAML expands to more than {MAX_NODES:,} nodes (aliases "
+                                                    "*name repeat whole subtrees); write the values out, or "
+                                                    "shorten them")])
+    return value
+
+
+def expanded_nodes(value: Any, limit: int) -> int:
+    """Nodes of ``value`` with every shared (aliased) subtree counted each time it appears; stops past ``limit``."""
+    sizes: dict[int, int] = {}
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if depth > 200:
+            return limit + 1
+        sizes[key] = limit + 1  # a cycle (``&a [*a]``) counts as too big
+        total = 1
+        children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else node
+        for child in children:
+            total += size(child, depth + 1)
+            if total > limit:
+                break
+        sizes[key] = min(total, limit + 1)
+        return sizes[key]
+
+    return size(value, 0)
+
+
 def _apply_override(raw: dict, item: str, source: str) -> None:
     key, sep, value = item.partition("=")
     if not sep or not key:
@@ -85,7 +145,7 @@ def _apply_override(raw: dict, item: str, source: str) -> None:
         else:
             raise StudyError(source, [(f"--set {key}", value, f"{part!r} does not name a key or list index")])
     last = parts[-1]
-    parsed = yaml.safe_load(value) if value else None
+    parsed = _safe_yaml(value, source, f"--set {key}") if value else None
     if isinstance(node, list) and last.isdigit() and int(last) < len(node):
         node[int(last)] = parsed
     elif isinstance(node, dict):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, PrivateAttr, field_validator
 
@@ -17,6 +17,10 @@ from orchestrator.study.base import Strict, StudyError  # noqa: F401 - StudyErro
 from orchestrator.study.orders import OrdersSpec, RandomOrders
 
 SPACE_KINDS = ("grid", "choice", "uniform", "loguniform")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$")
+MAX_NAME = 100
+MAX_SEED = 2 ** 32 - 1  # numpy and torch seeds
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 # ---------------------------------------------------------------- search spaces
@@ -144,6 +148,13 @@ class MethodSpec(Strict):
     label: str | None = Field(None, description="name in tables and MLflow; default: the method name")
     params: dict[str, Any] = {}
 
+    @field_validator("label")
+    @classmethod
+    def _safe_label(cls, v: str | None) -> str | None:
+        if v is not None:
+            safe_name(v, "label")
+        return v
+
     @property
     def display(self) -> str:
         return self.label or self.name
@@ -177,7 +188,9 @@ class SearchSpec(Strict):
         "grid", description="grid: grid params crossed, other spaces drawn num_samples times per grid point | "
                             "random: num_samples configs, every space sampled | optuna: TPE, num_samples configs")
     num_samples: int = Field(1, ge=1, le=100_000, description="grid: draws per grid point; random/optuna: configs per method")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    max_trials: int = Field(10_000, ge=1, description="refuse a study that plans more trials than this (configs x "
+                                                      "orders x seeds); raise it to run a bigger one on purpose")
     selection: Literal["val", "test"] = Field(
         "val", description="the split whose accuracies choose (objective, ASHA, Optuna, best config, frontier); "
                            "tables always report test. test: only to reproduce old, optimistic comparisons")
@@ -208,7 +221,16 @@ class Tracking(Strict):
     experiment: str | None = Field(None, description="default: the study name")
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def safe_name(v: str, what: str = "name") -> str:
+    """A study name or method label: it names folders, files and MLflow runs, so safe characters and a cap."""
+    if len(v) > MAX_NAME:
+        raise ValueError(f"{len(v)} characters; a {what} has at most {MAX_NAME} (it names folders and files)")
+    if not _NAME.match(v):
+        raise ValueError(f"use letters, digits, '_', '-', '.', '@' or '+', starting with a letter or digit "
+                         f"(a {what} names folders and files)")
+    return v
 
 
 class Study(Strict):
@@ -216,7 +238,7 @@ class Study(Strict):
     benchmark: BenchmarkSpec
     orders: OrdersSpec | None = Field(None, description="required for classification benchmarks; streams have none")
     methods: list[MethodSpec] = Field(min_length=1)
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[Seed] = Field([0], min_length=1, description=f"trial seeds, 0..{MAX_SEED}")
     search: SearchSpec = SearchSpec()
     resources: Resources = Resources()
     tracking: Tracking = Tracking()
@@ -246,9 +268,7 @@ class Study(Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("use letters, digits, '_', '-' or '.', starting with a letter or digit")
-        return v
+        return safe_name(v, "study name")
 
     @field_validator("seeds")
     @classmethod
