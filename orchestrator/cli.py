@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         study = load_study(args.study, args.overrides, configs_from=args.configs_from)
     except StudyError as e:
-        print(e, file=sys.stderr)
+        from orchestrator.study.redact import redact_text
+
+        print(redact_text(str(e)), file=sys.stderr)  # an echoed --set value may be a URI with a password
         return 2
     _print_notes()
     if study.configs_from is not None:

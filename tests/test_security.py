@@ -83,3 +83,59 @@ def test_checkpoint_encoding_round_trips_numpy_tuples_deques_and_marker_like_key
 def test_a_state_that_cannot_be_stored_safely_fails_at_save_naming_where(tmp_path):
     with pytest.raises(TypeError, match=r"state\['method'\]\['opt'\].*cannot be checkpointed safely"):
         save_state(tmp_path, TrialState(1, [], {"opt": object()}))
+
+
+# ---------------------------------------------------------------- credentials
+def test_redaction_masks_uri_passwords_and_secret_looking_keys():
+    from orchestrator.study.redact import is_secret_key, redact_override, redact_text, redact_uri, split_credentials
+
+    assert redact_uri("http://alice:s3cret@head:5000/x") == "http://alice:***@head:5000/x"
+    assert redact_uri("http://head:5000") == "http://head:5000" and redact_uri("sqlite:///m.db") == "sqlite:///m.db"
+    assert redact_text("see s3://k:v@bucket/p?token=abc&x=1") == "see s3://k:***@bucket/p?token=***&x=1"
+    assert all(map(is_secret_key, ["tracking.password", "plugin.api_token", "aws_secret_access_key", "apiKey",
+                                   "db.key", "MLFLOW_TRACKING_PASSWORD"]))
+    assert not any(map(is_secret_key, ["seeds", "tracking.uri", "methods.0.params.lr", "class_order_seed",
+                                       "monkey", "training.epochs"]))
+    assert redact_override("plugin.token=abc") == "plugin.token=***"
+    assert redact_override("tracking.uri=http://u:p@h:5000") == "tracking.uri=http://u:***@h:5000"
+    assert redact_override("seeds=[0,1]") == "seeds=[0,1]"
+    assert split_credentials("http://u:p@h:5000/a") == ("http://h:5000/a", "u", "p")
+    assert split_credentials("http://h:5000") == ("http://h:5000", None, None)
+
+
+def test_a_jobs_command_line_carries_no_secret_and_its_env_carries_the_real_values():
+    import shlex
+    import subprocess
+
+    from orchestrator.cluster import jobs
+
+    overrides = ["tracking.uri=http://alice:s3cret@127.0.0.1:5000", "plugin.api_token=tok'en $x", "seeds=[0,1]"]
+    command = jobs.entrypoint("s.yaml", overrides, None, False)
+    assert "s3cret" not in command and "tok'en" not in command and "$x" not in command
+    assert "--set tracking.uri=http://127.0.0.1:5000" in command and "'seeds=[0,1]'" in command
+    items, env = jobs.job_secrets(overrides)
+    assert env["MLFLOW_TRACKING_USERNAME"] == "alice" and env["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
+    assert env["CLORCH_SET_1"] == "tok'en $x"
+    # the job's shell (Ray runs the entrypoint with shell=True) expands the reference to the real value
+    echoed = subprocess.run(command.replace("python -m orchestrator.cli run", "printf '%s\\n'", 1), shell=True,
+                            env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True).stdout
+    assert "plugin.api_token=tok'en $x" in echoed.splitlines()
+    assert shlex.split(command)[:5] == ["python", "-m", "orchestrator.cli", "run", "s.yaml"]
+
+
+def test_mlflow_params_never_hold_a_password():
+    from orchestrator.results.tracking import _params
+
+    params = {p.key: p.value for p in _params({"plugin": {"api_token": "abc", "url": "http://u:pw@h/"}, "lr": 0.1})}
+    assert params == {"plugin.api_token": "***", "plugin.url": "http://u:***@h/", "lr": "0.1"}
+
+
+def test_a_bad_study_error_echoing_a_uri_prints_no_password(tmp_path, capsys):
+    from orchestrator.cli import main
+
+    study = tmp_path / "s.yaml"
+    study.write_text("name: s\nbenchmark: {name: split_digits}\nmethods: [{name: finetune}]\n"
+                     "tracking: {uri: 'http://u:hunter2@h:5000'}\nseeds: nope\n")
+    assert main(["validate", str(study), "--set", "seeds=http://u:hunter2@h:5000"]) == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "seeds" in err
