@@ -1,6 +1,11 @@
 """Safe defaults: checkpoints load without running code, credentials are never printed."""
 import os
 import pickle
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +144,44 @@ def test_a_bad_study_error_echoing_a_uri_prints_no_password(tmp_path, capsys):
     assert main(["validate", str(study), "--set", "seeds=http://u:hunter2@h:5000"]) == 2
     err = capsys.readouterr().err
     assert "hunter2" not in err and "seeds" in err
+
+
+# ---------------------------------------------------------------- the embedded Ray
+_LISTENERS = r'''
+import os, re, subprocess, sys
+from orchestrator.cluster.connect import connect
+connect(None)
+import ray
+@ray.remote
+def f():
+    return 1
+assert ray.get(f.remote()) == 1
+def tree(root):
+    kids = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            kids.setdefault(int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]), []).append(int(p))
+        except OSError:
+            pass
+    out, todo = set(), [root]
+    while todo:
+        x = todo.pop(); out.add(x); todo += kids.get(x, [])
+    return out
+mine = tree(os.getpid())
+for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines():
+    if {int(x) for x in re.findall(r"pid=(\d+)", line)} & mine:
+        print("LISTEN", line.split()[3], re.findall(r'"([^"]+)"', line)[0])
+ray.shutdown()
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or shutil.which("ss") is None, reason="needs Linux ss")
+def test_the_embedded_local_ray_listens_on_loopback_only():
+    """GCS, raylet, object manager, workers and agents of `clorch run` without --address: 127.0.0.1 only."""
+    done = subprocess.run([sys.executable, "-c", _LISTENERS], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    listening = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("LISTEN")]
+    assert any(name == "gcs_server" for _, name in listening) and any(n == "raylet" for _, n in listening)
+    exposed = [(a, n) for a, n in listening if not re.match(r"(\[::ffff:)?127\.0\.0\.1\]?:\d+$|\[::1\]:\d+$", a)]
+    assert exposed == []
