@@ -185,3 +185,30 @@ def test_the_embedded_local_ray_listens_on_loopback_only():
     assert any(name == "gcs_server" for _, name in listening) and any(n == "raylet" for _, n in listening)
     exposed = [(a, n) for a, n in listening if not re.match(r"(\[::ffff:)?127\.0\.0\.1\]?:\d+$|\[::1\]:\d+$", a)]
     assert exposed == []
+
+
+# ---------------------------------------------------------------- CIFAR pickles
+def test_a_cifar_file_with_a_foreign_global_is_refused_even_when_trusted(tmp_path):
+    """The second line of defence: the restricted unpickler rebuilds no global but numpy's array ones."""
+    from datasets import BENCHMARKS, LoadContext, MissingData
+    from datasets import cifar
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "pwned"
+    good = {"data": np.zeros((10, 3072), dtype=np.uint8), "labels": list(range(10))}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(pickle.dumps(good, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=2))
+    entry = BENCHMARKS.get("split_cifar10")
+    params = dict(download=False, trust_unverified_pickles=True)
+    assert entry.target(entry.params(**params), LoadContext(tmp_path)).num_tasks == 5  # numpy arrays are fine
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": _Boom(marker), "labels": []}, protocol=2))
+    cifar.cifar_arrays.cache_clear()
+    with pytest.raises(MissingData, match="refusing to unpickle the global posix.system"):
+        entry.target(entry.params(**params), LoadContext(tmp_path))
+    assert not marker.exists()
+    cifar.cifar_arrays.cache_clear()
+    with pytest.raises(MissingData, match="trust_unverified_pickles: true"):  # without the opt-in: md5 first
+        entry.target(entry.params(download=False), LoadContext(tmp_path))
+    assert not marker.exists()
