@@ -2,11 +2,18 @@
 
 Files are torchvision's layout under the data root: ``<root>/cifar-10-batches-py/``
 (data_batch_1..5, test_batch, batches.meta) and ``<root>/cifar-100-python/``
-(train, test, meta). torchvision downloads them when ``download`` is on and
-parses them; its md5 check of every file is kept unless ``verify_checksums`` is
-off (then a file only has to exist, so hand-made or re-pickled files load; a
-downloaded archive is still checked by torchvision). Missing or rejected files
-raise MissingData naming the files and the fix, never torchvision's errors.
+(train, test, meta). torchvision downloads and extracts the archive when
+``download`` is on (its md5 checked unless ``verify_checksums`` is off).
+
+The files are Python pickles, and unpickling a file can run any code in it, so
+clorch reads them itself, in two lines of defence: every file's md5 is checked
+against the published one before it is opened, always (``verify_checksums``
+does not turn this off), and a file that differs is refused unless the study
+sets ``trust_unverified_pickles: true`` (dangerous: only for files you made
+yourself, e.g. small test files); and even then the unpickler only rebuilds
+dicts, lists, strings, numbers and numpy arrays, refusing any other global.
+Missing or rejected files raise MissingData naming the files and the fix,
+never torchvision's errors.
 
 - split_cifar10: 5 tasks x 2 classes; task k = classes order[2k], order[2k+1],
   where order is 0..9 or its ``class_order_seed`` permutation.
@@ -35,7 +42,6 @@ the scaling and standardisation happen on the trial's device (Task.on).
 """
 from __future__ import annotations
 
-import os
 import pickle
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -61,38 +67,90 @@ NUM_SUPERCLASSES, FINE_PER_SUPERCLASS = 20, 5
 
 
 # ---------------------------------------------------------------- files
+class CifarFileParams(FileParams):
+    trust_unverified_pickles: bool = Field(
+        False, description="DANGEROUS: read CIFAR files whose md5 differs from the published one (they are "
+                           "pickles; a crafted file could run code if the restricted reader had a hole); "
+                           "only for files you made yourself")
+
+
 def _torchvision_base(dataset: Dataset):
     from torchvision import datasets as tv
 
     return {"cifar10": tv.CIFAR10, "cifar100": tv.CIFAR100}[dataset]
 
 
-def _torchvision_class(dataset: Dataset, verify_checksums: bool):
-    """torchvision's CIFAR10/CIFAR100, made lenient about md5 when ``verify_checksums`` is off.
+class UnverifiedPickle(RuntimeError):
+    """A CIFAR file whose md5 is not the published one, read without the study's explicit opt-in."""
 
-    torchvision rejects any file whose md5 differs from the published one,
-    which would make small test files (or re-pickled copies) unusable. The
-    subclass keeps torchvision's download and parsing and only changes the
-    integrity test to "every file exists". Existing files also stop
-    torchvision from downloading again.
+
+def _np_reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler for the CIFAR format only: dicts, lists, str/bytes, numbers and numpy arrays.
+
+    Containers and scalars need no global; a numpy array needs these three, and
+    bytes in a Python 3 protocol-2 pickle ``_codecs.encode`` (str -> bytes).
+    Anything else (os.system, builtins.eval, ...) is refused before it is looked up.
     """
-    base = _torchvision_base(dataset)
-    if verify_checksums:
-        return base
 
-    class Unverified(base):
-        def _check_integrity(self) -> bool:
-            return all(os.path.isfile(Path(self.root) / rel) for rel in expected_files(base))
+    def find_class(self, module: str, name: str):
+        if module == "_codecs" and name == "encode":
+            import codecs
 
-        def _load_meta(self) -> None:
-            path = Path(self.root) / self.base_folder / self.meta["filename"]
-            if not path.is_file():
-                raise RuntimeError(f"{path} not found")
-            with open(path, "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+            return codecs.encode
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
+            return _np_reconstruct()
+        if module == "numpy" and name == "ndarray":
+            return np.ndarray
+        if module == "numpy" and name == "dtype":
+            return np.dtype
+        raise pickle.UnpicklingError(f"refusing to unpickle the global {module}.{name}: a CIFAR file holds only "
+                                     "dicts, lists, strings, numbers and numpy arrays")
 
-    return Unverified
+
+def _read_pickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        out = _CifarUnpickler(f, encoding="latin1").load()
+    if not isinstance(out, dict):
+        raise ValueError(f"{path.name} holds a {type(out).__name__}, not a dict")
+    return out
+
+
+def _verify(dataset: Dataset, root: Path, trust_unverified_pickles: bool) -> None:
+    """Every file's md5 against the published one before anything is unpickled."""
+    from torchvision.datasets.utils import check_integrity
+
+    bad = [rel for rel, md5 in _checksums(_torchvision_base(dataset)).items() if not check_integrity(root / rel, md5)]
+    if bad and not trust_unverified_pickles:
+        raise UnverifiedPickle(", ".join(bad))
+
+
+def _decode(dataset: Dataset, root: Path) -> tuple:
+    """(x_train, y_train, x_test, y_test, class names, coarse train, coarse test) from the pickles."""
+    tv = _torchvision_base(dataset)
+    folder = root / tv.base_folder
+
+    def part(files):
+        entries = [_read_pickle(folder / name) for name, _ in files]
+        x = np.vstack([np.asarray(e["data"]) for e in entries])
+        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
+            raise ValueError(f"'data' is {x.dtype} {x.shape}, not uint8 rows of 3072 pixels")
+        y = [v for e in entries for v in (e["labels"] if "labels" in e else e["fine_labels"])]
+        coarse = [v for e in entries for v in e["coarse_labels"]] if dataset == "cifar100" else None
+        # the files hold R, G, B planes per row: (N, 3, 32, 32) directly, C-contiguous
+        return np.ascontiguousarray(x.reshape(-1, 3, 32, 32)), _labels(y), None if coarse is None else _labels(coarse)
+
+    x_tr, y_tr, c_tr = part(tv.train_list)
+    x_te, y_te, c_te = part(tv.test_list)
+    names = _read_pickle(folder / tv.meta["filename"])[tv.meta["key"]]
+    return x_tr, y_tr, x_te, y_te, tuple(str(c) for c in names), c_tr, c_te
 
 
 def expected_files(tv_class) -> list[str]:
@@ -117,7 +175,7 @@ def _missing_data(dataset: Dataset, root: Path, download: bool, error: BaseExcep
            f"or download {tv_class.filename} from {SOURCE} and extract it under {root} "
            f"(it unpacks to {tv_class.base_folder}/).")
     problems = []
-    if download:
+    if download and not isinstance(error, UnverifiedPickle):
         problems.append(f"the download failed ({type(error).__name__}: {_first_line(error)})")
     elif missing:
         problems.append("downloading is off (download: false)")
@@ -127,8 +185,10 @@ def _missing_data(dataset: Dataset, root: Path, download: bool, error: BaseExcep
         bad = [rel for rel, md5 in _checksums(tv_class).items() if not check_integrity(root / rel, md5)]
         if bad:
             problems.append(f"these files are there but their md5 differs from the published one: {', '.join(bad)} "
-                            "(truncated, corrupted, or not the original files); delete them and download again, "
-                            "or set verify_checksums: false to use them as they are")
+                            "(truncated, corrupted, or not the original files); delete them and download again. "
+                            "CIFAR files are Python pickles, which can run code when read, so clorch reads only "
+                            "files with the published md5; to use files you made yourself set "
+                            "trust_unverified_pickles: true (dangerous: never for files from elsewhere)")
         elif not download:
             problems.append(f"torchvision could not read them ({type(error).__name__}: {_first_line(error)})")
     why = "; ".join(problems)
@@ -157,47 +217,44 @@ class CifarArrays:
 
 
 @lru_cache(maxsize=4)
-def cifar_arrays(dataset: Dataset, root: Path, download: bool = False, verify_checksums: bool = True) -> CifarArrays:
+def cifar_arrays(dataset: Dataset, root: Path, download: bool = False, verify_checksums: bool = True,
+                 trust_unverified_pickles: bool = False) -> CifarArrays:
     """Read (downloading when allowed) one dataset's files once per process.
 
     Cached per (dataset, root, flags): every benchmark built from the same
     files shares the decoded uint8 arrays (read-only, so no builder can alter
     another's data). Raises MissingData, never torchvision's own errors.
+    ``verify_checksums`` applies to a downloaded archive; the files' md5 is
+    always checked before they are unpickled (see the module docstring).
     """
+    from torchvision.datasets import cifar as tv_cifar
+
     root = Path(root)
-    cls = _torchvision_class(dataset, verify_checksums)
+    tv = _torchvision_base(dataset)
+    expected = expected_files(tv)
     try:
-        train = cls(str(root), train=True, download=download)
-        test = cls(str(root), train=False, download=download)
-        coarse = (_coarse_labels(root / train.base_folder / "train"),
-                  _coarse_labels(root / train.base_folder / "test")) if dataset == "cifar100" else (None, None)
+        if download and not all((root / rel).is_file() for rel in expected):
+            tv_cifar.download_and_extract_archive(tv.url, str(root), filename=tv.filename,
+                                                  md5=tv.tgz_md5 if verify_checksums else None)
+        if not all((root / rel).is_file() for rel in expected):
+            raise FileNotFoundError(", ".join(rel for rel in expected if not (root / rel).is_file()))
+        _verify(dataset, root, trust_unverified_pickles)
+        x_tr, y_tr, x_te, y_te, names, c_tr, c_te = _decode(dataset, root)
     except (URLError, OSError, RuntimeError) as e:  # not found, bad md5, or the download failed
         raise _missing_data(dataset, root, download, e) from None
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:  # present but not CIFAR pickles
-        raise MissingData(dataset, root, expected_files(cls),
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+        raise MissingData(dataset, root, expected,  # present but not CIFAR pickles
                           f"the files are there but could not be read as CIFAR pickles ({type(e).__name__}: "
                           f"{_first_line(e)}); replace them with the originals from {SOURCE}") from None
-    arrays = CifarArrays(_nchw(train.data), _labels(train.targets), _nchw(test.data), _labels(test.targets),
-                         tuple(str(c) for c in train.classes), *coarse)
-    for a in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test, *coarse):
+    arrays = CifarArrays(x_tr, y_tr, x_te, y_te, names, c_tr, c_te)
+    for a in (arrays.x_train, arrays.y_train, arrays.x_test, arrays.y_test, c_tr, c_te):
         if a is not None:
             a.setflags(write=False)
     return arrays
 
 
-def _nchw(data: np.ndarray) -> np.ndarray:
-    """torchvision keeps images as (N, H, W, C) for PIL; tasks want (N, C, H, W)."""
-    return np.ascontiguousarray(data.transpose(0, 3, 1, 2))
-
-
 def _labels(values) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
-
-
-def _coarse_labels(path: Path) -> np.ndarray:
-    """CIFAR-100's superclass labels: torchvision only exposes the fine ones, so read the pickle's key."""
-    with open(path, "rb") as f:
-        return _labels(pickle.load(f, encoding="latin1")["coarse_labels"])
 
 
 def superclass_members(a: CifarArrays) -> list[list[int]]:
@@ -217,9 +274,9 @@ def superclass_members(a: CifarArrays) -> list[list[int]]:
 
 
 # ---------------------------------------------------------------- tasks
-def _load(dataset: Dataset, p: FileParams, ctx: LoadContext | None) -> CifarArrays:
+def _load(dataset: Dataset, p: CifarFileParams, ctx: LoadContext | None) -> CifarArrays:
     ctx = ctx or LoadContext.resolve()
-    return cifar_arrays(dataset, ctx.root, p.download, p.verify_checksums)
+    return cifar_arrays(dataset, ctx.root, p.download, p.verify_checksums, p.trust_unverified_pickles)
 
 
 def _tasks(dataset: Dataset, a: CifarArrays, groups: list[list[int]], names: list[str], p: FileParams) -> tuple[Task, ...]:
@@ -248,7 +305,7 @@ def _class_order_seed():
     return Field(None, description="shuffle which classes form each task (None: natural order 0, 1, 2, ...)")
 
 
-class _CifarFiles(FileParams):
+class _CifarFiles(CifarFileParams):
     """CIFAR params know their files: ``check_files`` is what `clorch validate --data-root` reports."""
 
     cifar_files: ClassVar[str] = "cifar100"

@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 
             check_resources(study)
     except StudyError as e:
-        print(e, file=sys.stderr)
+        from orchestrator.study.redact import redact_text
+
+        print(redact_text(str(e)), file=sys.stderr)  # an echoed --set value may be a URI with a password
         return 2
     from orchestrator.study import preflight  # tracking store, storage, data files: before Ray, before writing
 

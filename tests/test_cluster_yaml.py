@@ -64,6 +64,18 @@ def test_dashboard_and_mlflow_listen_on_loopback_only():
     assert "sqlite:///" in mlflow  # MLflow 3 refuses the old ./mlruns file store
 
 
+def test_no_broad_process_kills_the_token_is_owner_only_and_mlflow_stays_on_loopback():
+    assert "pkill" not in TEXT and "killall" not in TEXT  # a pattern kill hits other users' processes
+    head = commands("head_start_ray_commands")
+    assert "~/mlflow/server.pid" in head and "echo $! > ~/mlflow/server.pid" in head  # stop what we started
+    assert "ray stop" in head and "ray stop" in commands("worker_start_ray_commands")
+    assert "chmod 600 ~/.ray/auth_token" in commands("setup_commands")  # every node, after file_mounts
+    assert "chmod 600 ~/.ray/auth_token" in TEXT.split("cluster_name:")[0]  # and on the user's machine
+    mlflow = [c for c in CONFIG["head_start_ray_commands"] if "mlflow server" in c]
+    assert mlflow and all("--host 127.0.0.1" in c for c in mlflow)
+    assert "--app-name basic-auth" in TEXT and "MLFLOW_TRACKING_PASSWORD" in TEXT  # the login is documented
+
+
 @pytest.mark.parametrize("needle", ["/mnt/shared", "ray dashboard cluster.yaml", "clorch submit", "ray down"])
 def test_the_header_says_how_to_reach_and_use_the_cluster(needle):
     assert needle in TEXT.split("cluster_name:")[0]

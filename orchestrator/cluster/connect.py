@@ -6,6 +6,7 @@ CLI calls it first thing.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
@@ -54,14 +55,48 @@ def connect(address: str | None, runtime_env: dict | None = None) -> None:
         return
     if address is None:
         # "local" forces a fresh embedded instance even if a cluster is reachable.
-        ray.init(address="local", include_dashboard=False, logging_level="warning", configure_logging=True,
-                 runtime_env=runtime_env)
+        with _loopback_only():
+            ray.init(address="local", include_dashboard=False, logging_level="warning", configure_logging=True,
+                     runtime_env=runtime_env, _node_ip_address=LOOPBACK)
         return
     _probe(address)
     try:
         ray.init(address=address, logging_level="warning", configure_logging=True, runtime_env=runtime_env)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, AuthenticationError, RuntimeError
         raise ClusterUnreachable(_explain(address, e)) from None
+
+
+LOOPBACK = "127.0.0.1"
+_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray's switch for "this node is a cluster of one"
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """Make the embedded Ray listen on 127.0.0.1 only (GCS, raylet, object manager, workers, agents).
+
+    Ray 2.60's ``ray.init(_node_ip_address="127.0.0.1")`` alone does not do it: Ray resolves a
+    loopback address back to the machine's routable IP (services.resolve_ip_for_localhost), and its
+    gRPC servers bind every interface unless the node's IP is 127.0.0.1. With Ray's single-node
+    switch off (ENABLE_RAY_CLUSTER, read from RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER; what Ray does on
+    macOS and Windows) the node IP stays 127.0.0.1 and every server binds loopback. Both the
+    imported constant (this process) and the variable (the processes ray.init starts, which inherit
+    it) are set for the start only and restored after, so a later ``connect(ADDRESS)`` is unaffected.
+    """
+    from ray._private import ray_constants
+
+    before_env = os.environ.get(_SINGLE_NODE_ENV)
+    before = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_SINGLE_NODE_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if before is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(_SINGLE_NODE_ENV, None)
+        else:
+            os.environ[_SINGLE_NODE_ENV] = before_env
 
 
 def _probe(address: str) -> None:

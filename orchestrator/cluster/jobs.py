@@ -38,6 +38,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from orchestrator.cluster.connect import reachable, token_source, use_cluster_token
+from orchestrator.study.redact import is_secret_key, redact_text, redact_uri, split_credentials
 
 # Where the address comes from when --address is not given, first found wins.
 ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
@@ -169,21 +170,57 @@ def stage_working_dir(study_file: Path, into: Path, plugins: list | None = None)
     return into
 
 
+def job_secrets(overrides: list[str]) -> tuple[list[str | tuple[str, str]], dict[str, str]]:
+    """Keep credentials off the job's command line (the dashboard and ``ray job list`` show it).
+
+    Returns the overrides for the command (a secret one as ``(key, ENV_VAR)``,
+    expanded by the job's shell) and the env vars that carry the real values
+    (``runtime_env.env_vars``): a ``tracking.uri`` with ``user:password@`` loses
+    them to MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (MLflow's own
+    basic-auth variables); a key that looks secret (password, token, secret,
+    key) or a value with a URI password goes through CLORCH_SET_<i>.
+    """
+    items: list[str | tuple[str, str]] = []
+    env: dict[str, str] = {}
+    for i, item in enumerate(overrides):
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == "tracking.uri":
+            clean, user, password = split_credentials(value.strip())
+            if password is not None:
+                if user:
+                    env["MLFLOW_TRACKING_USERNAME"] = user
+                env["MLFLOW_TRACKING_PASSWORD"] = password
+                items.append(f"{key}={clean}")
+                continue
+        if sep and (is_secret_key(key.strip()) or redact_text(value) != value):
+            env[f"CLORCH_SET_{i}"] = value
+            items.append((key, f"CLORCH_SET_{i}"))
+            continue
+        items.append(item)
+    return items, env
+
+
 def entrypoint(study_file_name: str, overrides: list[str], data_root: str | None, resume: bool) -> str:
     """The shell command the job server runs on the head, in the uploaded working directory.
 
     ``python -m`` (not the ``clorch`` script) so the uploaded packages, first on
     sys.path, are the ones that run; ``--address auto`` joins the cluster the
-    job runs on (Ray sets RAY_ADDRESS for the job).
+    job runs on (Ray sets RAY_ADDRESS for the job). Secret ``--set`` values are
+    ``"${CLORCH_SET_<i>}"`` references (see ``job_secrets``), never the values.
     """
     argv = ["python", "-m", "orchestrator.cli", "run", study_file_name, "--address", "auto"]
-    for item in overrides:
-        argv += ["--set", item]
+    words = []
+    for item in job_secrets(overrides)[0]:
+        if isinstance(item, tuple):  # the shell expands the variable; the command line shows its name only
+            words.append(f"--set {shlex.quote(item[0] + '=')}\"${{{item[1]}}}\"")
+        else:
+            words.append(shlex.join(["--set", item]))
+    tail = []
     if data_root:
-        argv += ["--data-root", data_root]
+        tail += ["--data-root", data_root]
     if resume:
-        argv.append("--resume")
-    return shlex.join(argv)
+        tail.append("--resume")
+    return " ".join([shlex.join(argv), *words, *([shlex.join(tail)] if tail else [])])
 
 
 def _relative(path: str | None) -> bool:
@@ -206,7 +243,7 @@ def path_warnings(study, data_root: str | None) -> list[str]:
     out = []
     local = _local_tracking_path(study.tracking.uri)
     if local is not None and not Path(local).is_absolute():
-        out.append(f"tracking.uri {study.tracking.uri!r} {where}: log to the head's MLflow server "
+        out.append(f"tracking.uri {redact_uri(study.tracking.uri)!r} {where}: log to the head's MLflow server "
                    "(--set tracking.uri=http://127.0.0.1:5000, started by cluster.yaml) or an absolute path "
                    "on shared storage")
     if _relative(study.output_dir):
@@ -232,9 +269,10 @@ def submit(client, study, study_file: Path, overrides: list[str], data_root: str
     """Upload the working directory and start the job; its id is ``clorch-<study>-<time>-<random>``."""
     job_id = f"clorch-{study.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     command = entrypoint(study_file.name, overrides, data_root, resume)
+    secret_env = job_secrets(overrides)[1]
     with tempfile.TemporaryDirectory(prefix="clorch-job-") as tmp:
         workdir = stage_working_dir(study_file, Path(tmp), study.plugin_refs)
-        runtime_env = {"working_dir": str(workdir), "env_vars": {"PYTHONUNBUFFERED": "1"}}
+        runtime_env = {"working_dir": str(workdir), "env_vars": {"PYTHONUNBUFFERED": "1", **secret_env}}
         deadline = time.monotonic() + agent_wait_s
         while True:
             try:
@@ -327,7 +365,7 @@ def submit_command(args: Any) -> int:
         use_cluster_token(address)  # before anything imports ray
         study = load_study(args.study, args.overrides)  # a bad file: exit 2, nothing submitted
     except StudyError as e:
-        print(e, file=sys.stderr)
+        print(redact_text(str(e)), file=sys.stderr)
         return 2
     except JobError as e:
         print(f"clorch: {e}", file=sys.stderr)

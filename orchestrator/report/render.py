@@ -27,6 +27,7 @@ from orchestrator.results.store import study_dir as results_study_dir
 from orchestrator.report.sources import StudyData, find_study_run, from_results, load_study
 from orchestrator.results.records import TrialRecord
 from orchestrator.results.summary import best_per_label, paired_block
+from orchestrator.study.redact import redact_uri
 from orchestrator.study.schema import ObjectiveSpec
 
 REPORT_FILE = "report.md"
@@ -506,7 +507,7 @@ def report_study(name: str, results_dir: str | Path = "results", tracking_uri: s
             found = find_study_run(tracking_uri, name, experiment)
             run_id = found.info.run_id if found else None
         if run_id is None:
-            print(f"clorch: warning: no study run of '{name}' in MLflow {tracking_uri}; the report is not "
+            print(f"clorch: warning: no study run of '{name}' in MLflow {redact_uri(tracking_uri)}; the report is not "
                   f"logged there", file=sys.stderr)
         else:
             log_report(MlflowClient(tracking_uri=tracking_uri), run_id, report)

@@ -23,6 +23,7 @@ from typing import Any
 
 from orchestrator.results.records import TrialRecord, as_records, record_from_json
 from orchestrator.results.store import read_trials
+from orchestrator.study.redact import redact_uri
 
 
 class StudyNotFound(LookupError):
@@ -134,7 +135,7 @@ def from_mlflow(uri: str, name: str, experiment: str | None = None) -> StudyData
     if not records:
         return None
     records.sort(key=lambda r: r.trial_id)
-    source = (f"MLflow `{uri}`, experiment {study_run.info.experiment_id}, "
+    source = (f"MLflow `{redact_uri(uri)}`, experiment {study_run.info.experiment_id}, "
               f"study run `{study_run.info.run_id}`")
     return StudyData(name, records, summary, source, study_run.info.run_id, notes)
 
@@ -163,7 +164,7 @@ def load_study(name: str, study_dir: Path, tracking_uri: str | None = None,
             return data
         where = f"experiment '{experiment}'" if experiment else "any experiment"
         looked.append(f"no study run tagged clorch.study = '{name}' with trial records in MLflow "
-                      f"{tracking_uri} ({where})")
+                      f"{redact_uri(tracking_uri)} ({where})")
     else:
         looked.append("no MLflow store to look in (pass --tracking-uri, or set MLFLOW_TRACKING_URI)")
     raise StudyNotFound(f"study '{name}' not found: " + "; ".join(looked))

@@ -16,6 +16,7 @@ from mlflow.entities import Metric, Param, RunTag
 
 from orchestrator.results.records import TrialRecord
 from orchestrator.results.store import clean
+from orchestrator.study.redact import redact_value
 from orchestrator.study.schema import Config
 
 _MAX_PARAM = 6000
@@ -31,6 +32,7 @@ def _params(d: dict[str, Any], prefix: str = "") -> list[Param]:
         elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
             out += _params({str(i): x for i, x in enumerate(v)}, f"{prefix}{k}.")
         else:
+            v = redact_value(str(k), v)  # never store a credential in MLflow
             out.append(Param(f"{prefix}{k}", (v if isinstance(v, str) else json.dumps(v))[:_MAX_PARAM]))
     return out
 

@@ -37,6 +37,7 @@ from orchestrator.run.recorder import StudyRecorder
 from orchestrator.run.trainable import trainable
 from orchestrator.results.store import read_trials, study_dir, write_json
 from orchestrator.study.schema import Study, value_at
+from orchestrator.study.redact import redact_uri
 
 _NONE = object()
 from orchestrator.results.summary import best_per_label, build_summary, config_entry, format_table
@@ -316,7 +317,7 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
     tracker.log_paired(summary.get("paired"))
     tracker.finish(summary, failed=summary["trials_failed"] > 0)
     print(format_table(summary))
-    print(f"results: {out}/summary.json   MLflow: {study.tracking.uri} (experiment {study.experiment})",
+    print(f"results: {out}/summary.json   MLflow: {redact_uri(study.tracking.uri)} (experiment {study.experiment})",
           flush=True)
     return summary
 
