@@ -102,7 +102,7 @@ def check_complete(root: Path, name: str, n_trials: int) -> list[dict]:
     runs = client.search_runs([exp.experiment_id], "tags.`clorch.level` = 'trial'", max_results=1000)
     ids = sorted(r.data.tags["clorch.trial_id"] for r in runs)
     assert ids == sorted(r["trial_id"] for r in records)  # one run per trial, no duplicate
-    assert all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.info.status == "FINISHED" for r in runs), [(r.data.tags["clorch.trial_id"], r.info.status) for r in runs]
     studies = client.search_runs([exp.experiment_id], "tags.`clorch.level` = 'study'")
     assert len(studies) == 1
     return records

@@ -99,6 +99,12 @@ def _loopback_only():
             os.environ[_SINGLE_NODE_ENV] = before_env
 
 
+def probe(address: str | None) -> None:
+    """Raise ClusterUnreachable in seconds when nothing answers at ``address`` (None: the embedded Ray, nothing to probe)."""
+    if address is not None:
+        _probe(address)
+
+
 def _probe(address: str) -> None:
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")

@@ -68,8 +68,10 @@ class StudyTracker:
                 self.config_runs[run.data.tags["clorch.config_id"]] = run.info.run_id
             for run in self._children("tags.`clorch.level` = 'trial'"):
                 if run.data.tags.get("mlflow.parentRunId") in self.config_runs.values():
-                    self.trial_runs[run.data.tags["clorch.trial_id"]] = (run.info.run_id,
-                                                                        run.data.tags.get("clorch.status", ""))
+                    # a run the driver died writing (tagged, never terminated) counts as not logged: redone
+                    ended = run.info.status in ("FINISHED", "FAILED", "KILLED")
+                    self.trial_runs[run.data.tags["clorch.trial_id"]] = (
+                        run.info.run_id, run.data.tags.get("clorch.status", "") if ended else "")
         else:
             self.study_run = self._run(study_name, {**self.tags, "clorch.level": "study"})
             self.client.log_batch(self.study_run, params=_params(study_params))

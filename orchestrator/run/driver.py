@@ -25,7 +25,7 @@ from typing import Any
 
 import datasets
 from orchestrator.run import checkpoint_store, lifecycle
-from orchestrator.cluster.connect import connect
+from orchestrator.cluster.connect import connect, probe
 from orchestrator.study.schema import Config, TrialSpec
 from orchestrator.study.expand import (expand_configs, is_adaptive, is_searched, make_config, search_max_tasks,
                                        setting_of, split_params, trials_for)
@@ -240,6 +240,7 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
           + (f"; protocol first_tasks: search trials learn the first {first_tasks} tasks of each order, each "
              f"searched method's winner then runs on the full orders" if first_tasks else ""), flush=True)
 
+    probe(address)  # a cluster that does not answer fails before anything is written
     life.start()  # the lock and study.json: this run's first writes
     connect(address, runtime_env=worker_environment(study, address))
     import ray
