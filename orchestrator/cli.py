@@ -127,13 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     use_cluster_token(args.address)  # before anything imports ray
     from orchestrator.run.driver import run_study
 
+    from orchestrator.run.callbacks import Unschedulable
     from orchestrator.run.interrupt import StudyInterrupted
 
     try:
         summary = run_study(study, address=args.address, data_root=args.data_root, resume=args.resume,
                             overwrite=args.overwrite, allow_changes=args.allow_changes)
-    except (FileNotFoundError, ValueError, ClusterUnreachable) as e:  # a dataset missing, no cluster there
-        print(f"clorch: {e}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, ClusterUnreachable, Unschedulable) as e:  # a dataset missing, no
+        print(f"clorch: {e}", file=sys.stderr)  # cluster there, trials no node can take
         return 2
     except (StudyInterrupted, KeyboardInterrupt) as e:  # Ctrl-C / SIGTERM: finished tasks kept, no summary
         kept = f"{e.kept} unfinished trials kept their finished tasks; " if isinstance(e, StudyInterrupted) else ""
