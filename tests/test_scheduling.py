@@ -42,3 +42,19 @@ def test_a_gpu_trial_on_a_cpu_only_ray_ends_the_study_after_the_timeout(ray_loca
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("nogpu").experiment_id])
     assert runs and all(r.info.status != "RUNNING" for r in runs)  # nothing left RUNNING
+
+
+def test_the_progress_line_counts_and_estimates_from_finished_trial_times(capsys, tmp_path):
+    from types import SimpleNamespace
+
+    from orchestrator.run.recorder import StudyRecorder
+
+    rec = StudyRecorder(tmp_path, SimpleNamespace(), 5, "classification", {})
+    rec.expect(10)
+    rec.set_counts(pending=8, running=2)
+    rec._progress(None)
+    assert "[0/10 done, 2 running, 8 pending] elapsed 0:00:00, ETA --" in capsys.readouterr().out
+    rec.records = {f"t{i}": SimpleNamespace(status="completed") for i in range(4)}
+    rec.trial_seconds = [30.0, 30.0, 30.0, 30.0]  # 4 done; 6 left, 2 at once: 6 * 30 / 2 = 90 s
+    rec._progress(None)
+    assert "[4/10 done, 2 running, 8 pending] elapsed 0:00:00, ETA 0:01:30" in capsys.readouterr().out

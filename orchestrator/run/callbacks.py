@@ -41,13 +41,17 @@ class SchedulingWatch:
                 f"`clorch run STUDY --resume` goes on")
 
 
-def watch_callback(watch: SchedulingWatch):
+def watch_callback(watch: SchedulingWatch, recorder: StudyRecorder | None = None):
+    """Every step of Tune's loop: the scheduling watch, and the counts of the progress line."""
     from ray import tune
 
     class Watch(tune.Callback):
         def on_step_begin(self, iteration, trials, **info):
             status = [t.status for t in trials]
-            watch.observe(status.count("PENDING"), status.count("RUNNING"))
+            pending, running = status.count("PENDING"), status.count("RUNNING")
+            if recorder is not None:
+                recorder.set_counts(pending, running)
+            watch.observe(pending, running)
 
     return Watch()
 

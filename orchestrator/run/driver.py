@@ -116,7 +116,8 @@ class TuneRuns:
                                       callbacks=[JsonLoggerCallback(), tune_callback(self.recorder),
                                                  watch_callback(SchedulingWatch(study.resources.schedule_timeout_s,
                                                                                 study.resources.cpu,
-                                                                                study.resources.gpu))],
+                                                                                study.resources.gpu),
+                                                                self.recorder)],
                                       failure_config=tune.FailureConfig(max_failures=study.retries),
                                       # two kept: a forced experiment snapshot every other task, not every task
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
@@ -245,6 +246,7 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
 
     probe(address)  # a cluster that does not answer fails before anything is written
     life.start()  # the lock and study.json: this run's first writes
+    print(f"starting Ray ({'joining ' + address if address else 'embedded, on this machine'})...", flush=True)
     connect(address, runtime_env=worker_environment(study, address))
     import ray
 
