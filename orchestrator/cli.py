@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--data-root", help="dataset root when the study sets none (default: $CLORCH_DATA_ROOT, else ./data)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a study field, e.g. --set orders.count=3 --set methods.0.params.epochs=2")
+    run.add_argument("--verbose", action="store_true",
+                     help="show Ray's and MLflow's own warnings and tips (hidden in a normal run)")
     run.add_argument("--resume", action="store_true",
                      help="continue an interrupted study: keep its finished trials (no rerun, no second MLflow "
                           "run), start unfinished ones from their last checkpoint")
@@ -125,15 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.cluster.connect import ClusterUnreachable, use_cluster_token
 
     use_cluster_token(args.address)  # before anything imports ray
+    _quiet(args.verbose)
     from orchestrator.run.driver import run_study
 
+    from orchestrator.run.callbacks import Unschedulable
     from orchestrator.run.interrupt import StudyInterrupted
 
     try:
         summary = run_study(study, address=args.address, data_root=args.data_root, resume=args.resume,
                             overwrite=args.overwrite, allow_changes=args.allow_changes)
-    except (FileNotFoundError, ValueError, ClusterUnreachable) as e:  # a dataset missing, no cluster there
-        print(f"clorch: {e}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, ClusterUnreachable, Unschedulable) as e:  # a dataset missing, no
+        print(f"clorch: {e}", file=sys.stderr)  # cluster there, trials no node can take
         return 2
     except (StudyInterrupted, KeyboardInterrupt) as e:  # Ctrl-C / SIGTERM: finished tasks kept, no summary
         kept = f"{e.kept} unfinished trials kept their finished tasks; " if isinstance(e, StudyInterrupted) else ""
@@ -156,6 +160,22 @@ def _report_after_run(study, summary: dict) -> None:
     tracker = SimpleNamespace(client=MlflowClient(tracking_uri=study.tracking.uri),
                               study_run=summary.get("mlflow_study_run"))
     report_after_run(study_dir(study.output_dir, study.name), study.name, tracker)  # warns, never raises
+
+
+def _quiet(verbose: bool) -> None:
+    """A normal run prints clorch's lines only: Ray's and MLflow's warnings and tips need --verbose."""
+    import logging
+    import warnings
+
+    if verbose:
+        os.environ["CLORCH_VERBOSE"] = "1"
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # Ray workers and MLflow inherit it
+    warnings.filterwarnings("ignore")
+    for name in ("mlflow", "alembic", "ray", "ray.tune", "ray.train", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _print_notes() -> None:

@@ -37,7 +37,7 @@ def test_run_with_address_uses_the_running_cluster(ray_head, tmp_path):
     summary = json.loads((tmp_path / "results" / "joined" / "summary.json").read_text())
     assert summary["trials_total"] == 3 and summary["trials_failed"] == 0
     assert summary["configs"][0]["R"] == 3
-    assert "[3/3 trials]" in proc.stdout
+    assert "[3/3 done, " in proc.stdout
 
 
 def test_an_unreachable_address_is_one_clear_error_and_nothing_written(tmp_path):

@@ -94,7 +94,7 @@ def test_status_and_logs_follow_a_job_by_id(submitted, job_server):
     status = clorch("status", job, "--address", job_server, cwd=tmp)
     assert status.returncode == 0 and status.stdout.startswith(f"job {job}: SUCCEEDED"), status.stderr
     logs = clorch("logs", job, "--address", job_server, cwd=tmp)
-    assert logs.returncode == 0 and "[2/2 trials]" in logs.stdout and "results:" in logs.stdout
+    assert logs.returncode == 0 and "[2/2 done, " in logs.stdout and "results:" in logs.stdout
     followed = clorch("logs", job, "--address", job_server, "--follow", cwd=tmp)
     assert followed.returncode == 0 and f"job {job}: SUCCEEDED" in followed.stdout
 

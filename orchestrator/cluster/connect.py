@@ -56,12 +56,12 @@ def connect(address: str | None, runtime_env: dict | None = None) -> None:
     if address is None:
         # "local" forces a fresh embedded instance even if a cluster is reachable.
         with _loopback_only():
-            ray.init(address="local", include_dashboard=False, logging_level="warning", configure_logging=True,
+            ray.init(address="local", include_dashboard=False, logging_level=_ray_log_level(), configure_logging=True,
                      runtime_env=runtime_env, _node_ip_address=LOOPBACK)
         return
     _probe(address)
     try:
-        ray.init(address=address, logging_level="warning", configure_logging=True, runtime_env=runtime_env)
+        ray.init(address=address, logging_level=_ray_log_level(), configure_logging=True, runtime_env=runtime_env)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, AuthenticationError, RuntimeError
         raise ClusterUnreachable(_explain(address, e)) from None
 
@@ -103,6 +103,11 @@ def probe(address: str | None) -> None:
     """Raise ClusterUnreachable in seconds when nothing answers at ``address`` (None: the embedded Ray, nothing to probe)."""
     if address is not None:
         _probe(address)
+
+
+def _ray_log_level() -> str:
+    """Ray's own warnings and tips stay out of a normal run; ``clorch run --verbose`` shows them."""
+    return "warning" if os.environ.get("CLORCH_VERBOSE") else "error"
 
 
 def _probe(address: str) -> None:

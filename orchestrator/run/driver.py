@@ -31,7 +31,7 @@ from orchestrator.study.expand import (expand_configs, is_adaptive, is_searched,
                                        setting_of, split_params, trials_for)
 from orchestrator.results.objective import describe, objective_value
 from orchestrator.results.records import TrialRecord
-from orchestrator.run.callbacks import tune_callback
+from orchestrator.run.callbacks import SchedulingWatch, Unschedulable, tune_callback, watch_callback
 from orchestrator.run.interrupt import Interrupt, StudyInterrupted
 from orchestrator.run.recorder import StudyRecorder
 from orchestrator.run.trainable import trainable
@@ -113,7 +113,11 @@ class TuneRuns:
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(name=name, storage_path=self.storage, verbose=0,
                                       stop=self.interrupt.stopper() if self.interrupt is not None else None,
-                                      callbacks=[JsonLoggerCallback(), tune_callback(self.recorder)],
+                                      callbacks=[JsonLoggerCallback(), tune_callback(self.recorder),
+                                                 watch_callback(SchedulingWatch(study.resources.schedule_timeout_s,
+                                                                                study.resources.cpu,
+                                                                                study.resources.gpu),
+                                                                self.recorder)],
                                       failure_config=tune.FailureConfig(max_failures=study.retries),
                                       # two kept: a forced experiment snapshot every other task, not every task
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
@@ -242,6 +246,7 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
 
     probe(address)  # a cluster that does not answer fails before anything is written
     life.start()  # the lock and study.json: this run's first writes
+    print(f"starting Ray ({'joining ' + address if address else 'embedded, on this machine'})...", flush=True)
     connect(address, runtime_env=worker_environment(study, address))
     import ray
 
@@ -289,6 +294,13 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
             e.kept = recorder.interrupted(f"interrupted by {e.signame}")
             tracker.interrupt()
             raise
+        except Exception as e:  # Tune raises what a callback raised, possibly wrapped
+            cause = _unschedulable(e)
+            if cause is None:
+                raise
+            recorder.interrupted("not scheduled: " + str(cause).split(":")[0])  # keep finished tasks, as Ctrl-C
+            tracker.interrupt()
+            raise cause from None
 
     all_configs = list(recorder.configs.values())
     records = [r for c in all_configs for r in recorder.records_of(c.config_id)]
@@ -321,6 +333,16 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
     print(f"results: {out}/summary.json   MLflow: {redact_uri(study.tracking.uri)} (experiment {study.experiment})",
           flush=True)
     return summary
+
+
+def _unschedulable(error: BaseException) -> Unschedulable | None:
+    """The Unschedulable behind an exception Tune raised (it may wrap a callback's error)."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, Unschedulable):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
 
 
 def worker_environment(study: Study, address: str | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ time budget is ``stopped``, not ``failed``.
 """
 from __future__ import annotations
 
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -47,6 +48,8 @@ class StudyRecorder:
         self.expected = len(self.records)
         self.started = time.monotonic()
         self.ran = 0
+        self.pending = self.running = self.slots = 0  # from Tune's loop (run/callbacks.py), for the progress line
+        self.trial_seconds: list[float] = []  # wall time of each trial finished in this run (the ETA's unit)
         self.stop_reason = "stopped"
 
     def add_config(self, config: Config) -> None:
@@ -124,7 +127,16 @@ class StudyRecorder:
         self.tracker.log_trial(rec, self.configs.get(rec.config_id))
         self.records[rec.trial_id] = rec
         self.ran += 1
+        if rec.wall_s:
+            self.trial_seconds.append(float(rec.wall_s))
         self._progress(rec)
+
+    def set_counts(self, pending: int, running: int) -> None:
+        """Trials waiting and running now (Tune's loop calls this every step); redraws the line on a terminal."""
+        changed = (pending, running) != (self.pending, self.running)
+        self.pending, self.running, self.slots = pending, running, max(self.slots, running)
+        if changed and sys.stdout.isatty():
+            self._progress(None)
 
     def _flag_collapse(self, rec: TrialRecord) -> None:
         """``collapsed_tasks`` on a classification record (a flag; the trial stays in every statistic)."""
@@ -146,12 +158,26 @@ class StudyRecorder:
                 n += 1
         return n
 
-    def _progress(self, rec: TrialRecord) -> None:
+    def _progress(self, rec: TrialRecord | None) -> None:
+        """One progress line: done / running / pending / failed, elapsed, ETA. On a terminal it rewrites
+        itself; in a log it is one line per finished trial. The ETA is the mean wall time of the trials
+        finished in this run times those left, over the trials that ran at once: none until one finished."""
         done, total = len(self.records), max(self.expected, len(self.records))
         failed = sum(r.status == "failed" for r in self.records.values())
         elapsed = time.monotonic() - self.started
-        eta = elapsed / max(1, self.ran) * (total - done)
-        last = (rec.error or "").splitlines()[-1:] or [""]
-        note = f"  {rec.status.upper()} {rec.trial_id}: {last[0]}" if not rec.completed else ""
-        print(f"[{done}/{total} trials{f', {failed} failed' if failed else ''}] elapsed {_fmt(elapsed)}, "
-              f"ETA {_fmt(eta)}{note}", flush=True)
+        left = max(0, total - done)
+        if self.trial_seconds:
+            eta = _fmt(sum(self.trial_seconds) / len(self.trial_seconds) * left / max(1, self.slots))
+        else:
+            eta = "--"
+        counts = f"{done}/{total} done, {self.running} running, {self.pending} pending" + \
+            (f", {failed} failed" if failed else "")
+        line = f"[{counts}] elapsed {_fmt(elapsed)}, ETA {eta}"
+        last = ((rec.error or "").splitlines()[-1:] or [""]) if rec is not None else [""]
+        note = f"  {rec.status.upper()} {rec.trial_id}: {last[0]}" if rec is not None and not rec.completed else ""
+        if sys.stdout.isatty():
+            if note:
+                print(f"\r\x1b[K{note.strip()}", flush=True)
+            print(f"\r\x1b[K{line}", end="", flush=True)
+        else:
+            print(line + note, flush=True)

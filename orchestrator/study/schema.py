@@ -214,6 +214,8 @@ class SearchSpec(Strict):
 class Resources(Strict):
     cpu: float = Field(1.0, gt=0, le=1024)
     gpu: float = Field(0.0, ge=0, le=64)
+    schedule_timeout_s: float = Field(600.0, gt=0, le=1e6, description="trials waiting this long with none "
+                                      "running end the study with an error (resources no node can give)")
 
 
 class Tracking(Strict):
