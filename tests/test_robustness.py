@@ -187,9 +187,9 @@ def test_collapse_is_flagged_on_a_hand_built_record_and_shown_in_the_report():
     rows = [{"position": 0, "task_id": 1, "row": [None, 90.0], "val_row": [None, 95.0], "train_s": 1, "eval_s": 0},
             {"position": 1, "task_id": 0, "row": [21.0, 80.0], "val_row": [22.0, 85.0], "train_s": 1, "eval_s": 0}]
     rec = ClassificationRecord.from_rows(spec, rows, 2, status="completed")
-    # 5 classes, 100 validation images: chance 20%, 3 SEs = 12 points; 22% is at chance, 95% is not
+    # 5 classes, 100 validation images: chance 20%, 2 SEs = 8 points; 22% is at chance, 95% is not
     assert collapsed_positions(rec, [5, 5], [100, 100]) == [1]
-    assert collapsed_positions(rec, [5, 5], [10000, 10000]) == []  # 3 SEs are 1.2 points there
+    assert collapsed_positions(rec, [5, 5], [10000, 10000]) == []  # 2 SEs are 0.8 points there
     rec.collapsed_tasks = [1]
     again = record_from_json(rec.to_json())
     assert again.collapsed_tasks == [1] and again.completed  # a flag, never a filter
