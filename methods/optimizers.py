@@ -6,7 +6,7 @@ rmsprop; IDBD has none (use a penalty).
 """
 from __future__ import annotations
 
-from typing import Annotated, Iterable, Literal, Union
+from typing import Annotated, ClassVar, Iterable, Literal, Union
 
 import torch
 from pydantic import Field
@@ -24,17 +24,24 @@ class OptimizerParams(Component):
         raise NotImplementedError
 
 
-class Sgd(OptimizerParams):
-    """SGD with optional momentum."""
+class _TorchOptimizer(OptimizerParams):
+    """A torch optimiser taking lr, momentum and weight_decay (SGD, RMSprop): one set of fields, one build."""
 
-    tag = "sgd"
-    name: Literal["sgd"] = "sgd"
+    torch_class: ClassVar[type[torch.optim.Optimizer]]
     lr: float = Field(0.01, gt=0.0, le=10.0, description="learning rate")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="momentum")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 weight decay in the optimiser")
 
     def build(self, params: Params) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return self.torch_class(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+
+
+class Sgd(_TorchOptimizer):
+    """SGD with optional momentum."""
+
+    tag = "sgd"
+    torch_class = torch.optim.SGD
+    name: Literal["sgd"] = "sgd"
 
 
 class Adam(OptimizerParams):
@@ -49,17 +56,12 @@ class Adam(OptimizerParams):
         return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
-class Rmsprop(OptimizerParams):
+class Rmsprop(_TorchOptimizer):
     """RMSprop with optional momentum."""
 
     tag = "rmsprop"
+    torch_class = torch.optim.RMSprop
     name: Literal["rmsprop"] = "rmsprop"
-    lr: float = Field(0.01, gt=0.0, le=10.0, description="learning rate")
-    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="momentum")
-    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 weight decay in the optimiser")
-
-    def build(self, params: Params) -> torch.optim.Optimizer:
-        return torch.optim.RMSprop(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
 
 class Idbd(OptimizerParams):

@@ -50,11 +50,11 @@ RECORD_VERSION = 2
 STATUSES = ("completed", "failed", "stopped")
 STREAM_WINDOWS = 100  # a stream's squared error is kept as this many time-window means
 
-_SPEC_FIELDS = ("trial_id", "config_id", "label", "method", "params", "order", "order_index", "seed", "setting",
-                "evaluate_unseen", "searched", "max_tasks")
+_SPEC_FIELDS = tuple(f.name for f in fields(TrialSpec))  # a record carries its spec: one list, TrialSpec's
 _SPEC_DEFAULTS = {"trial_id": "", "config_id": "", "label": "", "method": "", "params": {}, "order": (),
                   "order_index": 0, "seed": 0, "setting": "", "evaluate_unseen": False, "searched": {},
-                  "max_tasks": None}
+                  "max_tasks": None}  # what a partial JSON (older versions, tests) lacks
+assert set(_SPEC_DEFAULTS) == set(_SPEC_FIELDS), "a TrialSpec field needs a default for old records here"
 
 
 def to_json_row(values: np.ndarray) -> list[float | None]:
