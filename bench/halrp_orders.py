@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3, help="per task; HALRP: 1 free fine-tune + the rest low-rank")
     ap.add_argument("--train-fraction", type=float, default=0.01, help="of the 48,000 training images left after validation")
     ap.add_argument("--val-per-task", type=int, default=200)
-    ap.add_argument("--test-per-task", type=int, default=250)
+    ap.add_argument("--test-per-task", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--prune-bound", type=float, default=0.4)
     ap.add_argument("--data-root", default=str(SHARED_DATA))
