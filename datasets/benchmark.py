@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 Kind = Literal["classification", "regression_stream"]
-Setting = Literal["task_incremental", "domain_incremental"]
+Setting = Literal["task_incremental", "domain_incremental", "class_incremental"]
+"""task_incremental: a head per task, task id at test time; domain_incremental: one head shared by every
+task's labels; class_incremental: one head whose classes grow as tasks arrive, labels global, no task id."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,16 @@ class Task:
     y_val: np.ndarray | None = None
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # per-channel (mean, std)
 
-    def on(self, device: torch.device | str, split: Literal["train", "val", "test"]) -> DeviceSplit:
+    def on(self, device: torch.device | str, split: Literal["train", "val", "test"],
+           label_offset: int = 0) -> DeviceSplit:
+        """The split on ``device``; ``label_offset`` shifts the labels (class_incremental: the task's first
+        global class, ``Benchmark.class_offsets``)."""
         x, y = {"train": (self.x_train, self.y_train), "val": (self.x_val, self.y_val),
                 "test": (self.x_test, self.y_test)}[split]
         if x is None:
             raise ValueError(f"task {self.name!r} has no {split} split; set the benchmark's val_fraction > 0")
-        return DeviceSplit(self._inputs(_tensor(x, device)), _tensor(y, device))
+        labels = _tensor(y, device)
+        return DeviceSplit(self._inputs(_tensor(x, device)), labels + label_offset if label_offset else labels)
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 pixels -> float in [0, 1], then standardised when the task says so."""
@@ -95,6 +101,27 @@ class Benchmark:
     @property
     def classes_per_task(self) -> tuple[int, ...]:
         return tuple(t.n_classes for t in self.tasks)
+
+    @property
+    def class_offsets(self) -> tuple[int, ...]:
+        return class_offsets(self.classes_per_task)
+
+    def split(self, task_id: int, device: torch.device | str, split: Literal["train", "val", "test"],
+              setting: str) -> DeviceSplit:
+        """Task ``task_id``'s split as a method sees it: class_incremental shifts the task's labels
+        0..C-1 to its global classes offset..offset+C-1 (fixed by task identity, so an order
+        permutes which class group comes when, never what the classes are called)."""
+        offset = self.class_offsets[task_id] if setting == "class_incremental" else 0
+        return self.tasks[task_id].on(device, split, label_offset=offset)
+
+
+def class_offsets(classes_per_task: tuple[int, ...]) -> tuple[int, ...]:
+    """The first global class of each task identity in the class-incremental setting (a running sum)."""
+    out, total = [], 0
+    for c in classes_per_task:
+        out.append(total)
+        total += c
+    return tuple(out)
 
 
 def _tensor(array: np.ndarray, device: torch.device | str) -> torch.Tensor:

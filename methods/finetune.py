@@ -82,14 +82,31 @@ class Finetune:
         """After the task is trained (consolidate, fill a buffer); scalars returned are logged per task."""
         return {}
 
+    # per-step hooks (rehearsal methods, methods/rehearsal.py): each is called only when a subclass defines it
+    def batch_loss(self, xb: torch.Tensor, yb: torch.Tensor, logits: torch.Tensor,
+                   loss: torch.Tensor) -> torch.Tensor:
+        """The loss to minimise on this minibatch, given the current batch's ``loss`` (task loss plus
+        penalties and extra_loss) and its raw ``logits`` (TaskNetwork.raw: class_incremental's unseen
+        classes not masked): replay adds a buffer batch's term here."""
+        return loss
+
+    def before_step(self) -> None:
+        """After backward, before the optimiser step: edit the gradients (A-GEM's projection)."""
+
+    def after_step(self, xb: torch.Tensor, yb: torch.Tensor, logits: torch.Tensor) -> None:
+        """After the optimiser step, with the batch just trained on (a buffer inserts it)."""
+
     def learn_task(self, task_id: int, data: DeviceSplit) -> dict[str, float]:
+        self.net.activate(task_id)  # class_incremental: the task's classes join the head
         self.begin_task(task_id, data)
         for penalty in self.penalties:
             begin = getattr(penalty, "begin_task", None)
             if begin is not None:
                 begin(self.net, task_id)
         self._task_id = task_id
-        info = self.train(lambda xb: self.net(xb, task_id), F.cross_entropy, data.x, data.y)
+        net = self.net  # raw logits through the loop (what the per-step hooks see), masked for the loss
+        info = self.train(lambda xb: net.raw(xb, task_id), lambda z, y: F.cross_entropy(net.mask(z), y),
+                          data.x, data.y)
         for penalty in self.penalties:
             info.update(penalty.after_task(self.net, task_id, data))
         if self.scheduler is not None:
@@ -117,12 +134,15 @@ class Finetune:
             steps = loop.epochs * num_batches(x.shape[0], loop.batch_size)
             scheduler.begin(opt, lambda xb, yb: criterion(forward(xb), yb), total_steps=steps)
         net.train()
-        # the extra_loss hook costs a call per step only when a subclass defines it
-        hook = self.extra_loss if type(self).extra_loss is not Finetune.extra_loss else None
+        # a hook costs a call per step only when a subclass defines it
+        hook, batch_loss, before_step, after_step = (
+            getattr(self, name) if getattr(type(self), name) is not getattr(Finetune, name) else None
+            for name in ("extra_loss", "batch_loss", "before_step", "after_step"))
         task_id = getattr(self, "_task_id", None)
 
         def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            loss = criterion(forward(xb), yb)
+            logits = forward(xb)
+            loss = criterion(logits, yb)
             for penalty in penalties:
                 extra = penalty.loss(net)
                 if extra is not None:
@@ -131,9 +151,15 @@ class Finetune:
                 extra = hook(task_id)
                 if extra is not None:
                     loss = loss + extra
+            if batch_loss is not None:
+                loss = batch_loss(xb, yb, logits, loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if before_step is not None:
+                before_step()
             opt.step()
+            if after_step is not None:
+                after_step(xb, yb, logits)
             if scheduler is not None:
                 scheduler.after_step(xb, yb)
             return loss

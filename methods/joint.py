@@ -32,6 +32,8 @@ class Joint(Finetune):
 
     def learn_all(self, tasks: Mapping[int, DeviceSplit]) -> dict[str, float]:
         ids = sorted(tasks)
+        for j in ids:
+            self.net.activate(j)  # class_incremental: every class is live from the start
         x = torch.cat([tasks[j].x for j in ids])
         labels = torch.cat([tasks[j].y for j in ids])
         owner = torch.cat([torch.full_like(tasks[j].y, j) for j in ids])

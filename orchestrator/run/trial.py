@@ -63,8 +63,10 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
     last = T if spec.max_tasks is None else min(T, max(1, spec.max_tasks))
     matrix = np.full((T, T), np.nan)
     val_matrix = np.full((T, T), np.nan)
-    test = [task.on(device, "test") for task in benchmark.tasks]  # moved once, reused every row
-    val = [task.on(device, "val") if _has_val(task) else None for task in benchmark.tasks]
+    setting = spec.setting  # class_incremental: labels shifted to global classes (Benchmark.split)
+    test = [benchmark.split(j, device, "test", setting) for j in range(T)]  # moved once, reused every row
+    val = [benchmark.split(j, device, "val", setting) if _has_val(task) else None
+           for j, task in enumerate(benchmark.tasks)]
     rows: list[dict[str, Any]] = []
     resumed_at: list[int] = []
     start = 0
@@ -89,9 +91,9 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
         started = time.perf_counter()
         info = {}
         if position == 0 and learn_all is not None:
-            info = learn_all({j: task.on(device, "train") for j, task in enumerate(benchmark.tasks)})
-        info.update(method.learn_task(task_id, benchmark.tasks[task_id].on(device, "train"),
-                                      **_validation(method, benchmark.tasks[task_id], device)))
+            info = learn_all({j: benchmark.split(j, device, "train", setting) for j in range(T)})
+        info.update(method.learn_task(task_id, benchmark.split(task_id, device, "train", setting),
+                                      **_validation(method, benchmark, task_id, device, setting)))
         _sync(device)
         trained = time.perf_counter()
         targets = range(T) if spec.evaluate_unseen else spec.order[:position + 1]
@@ -165,7 +167,7 @@ def _task_series(method: Any) -> dict[str, Any]:
     return out
 
 
-def _validation(method, task, device: torch.device) -> dict[str, Any]:
+def _validation(method, benchmark: Benchmark, task_id: int, device: torch.device, setting: str) -> dict[str, Any]:
     """``val=`` for methods that declare ``uses_validation = True`` (HALRP's Fisher uses it).
 
     Their ``learn_task(task_id, data, val=None)`` gets the task's held-out split,
@@ -173,7 +175,8 @@ def _validation(method, task, device: torch.device) -> dict[str, Any]:
     """
     if not getattr(method, "uses_validation", False):
         return {}
-    return {"val": task.on(device, "val") if _has_val(task) else None}
+    task = benchmark.tasks[task_id]
+    return {"val": benchmark.split(task_id, device, "val", setting) if _has_val(task) else None}
 
 
 def run_stream_trial(spec: TrialSpec, benchmark: Benchmark, learner, report: Report | None) -> dict[str, Any]:

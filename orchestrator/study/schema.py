@@ -139,8 +139,9 @@ def value_at(params: Any, path: str, default: Any = None) -> Any:
 class BenchmarkSpec(Strict):
     name: str
     params: dict[str, Any] = {}
-    setting: Literal["task_incremental", "domain_incremental"] | None = Field(
-        None, description="default: the benchmark's own (split: task_incremental, permuted: domain_incremental)")
+    setting: Literal["task_incremental", "domain_incremental", "class_incremental"] | None = Field(
+        None, description="default: the benchmark's own (split: task_incremental, permuted: domain_incremental); "
+                          "class_incremental: one head growing by each task's classes, global labels, no task id")
 
 
 class MethodSpec(Strict):
