@@ -119,7 +119,7 @@ def test_small_cnn_on_images_and_a_clear_error_on_flat_inputs(digits):
 
 def test_method_registry_lists_finetune_and_rejects_unknown_names():
     assert "finetune" in methods.METHODS.names()
-    with pytest.raises(KeyError, match="unknown method 'ewc2'; available: autostep, ewc, finetune, halrp, joint"):
+    with pytest.raises(KeyError, match="unknown method 'ewc2'; available: agem, autostep, der, der_pp, er, ewc, finetune, halrp, icarl, joint"):
         methods.METHODS.get("ewc2")
 
 

@@ -43,7 +43,7 @@ BAD = [
     (with_("benchmark.params", {"classes_per_task": 3}), "benchmark.params", "must divide 10"),
     (with_("benchmark.params", {"clases": 2}), "benchmark.params.clases", "unknown parameter; allowed: val_fraction, train_fraction"),
     (with_("benchmark.params", {"test_fraction": {"grid": [0.1, 0.2]}}), "benchmark.params.test_fraction", "one value, not a search space"),
-    (with_("benchmark.setting", "class_incremental"), "benchmark.setting", "'task_incremental' or 'domain_incremental'"),
+    (with_("benchmark.setting", "class_il"), "benchmark.setting", "'task_incremental', 'domain_incremental' or 'class_incremental'"),
     (with_("orders", {"kind": "shuffled"}), "orders", "must be one of random, explicit, apd, latin_square, williams"),
     (with_("orders.count", 0), "orders.count", "greater than or equal to 1"),
     (with_("orders", {"kind": "explicit", "orders": [[0, 1, 2, 3, 4], [0, 1, 2, 2, 4]]}), "orders.orders[1]", "missing [3], repeated [2]"),
