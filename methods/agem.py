@@ -12,6 +12,8 @@ batch 128; lr 0.1, batch 10 in the study).
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from pydantic import Field
 
@@ -22,6 +24,7 @@ from methods.rehearsal import Rehearsal, RehearsalParams
 
 
 class AGEMParams(RehearsalParams):
+    search_space: ClassVar[dict] = {"optimizer": {"lr": {"grid": [0.03, 0.1, 0.3]}}}
     buffer: BufferParams = Field(default_factory=lambda: BufferParams(batch_size=128), description="the episodic memory")
 
 

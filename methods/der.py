@@ -12,6 +12,8 @@ DER++ alpha 0.2, beta 1.0; lr 0.03 and batch 10 go in the study).
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -21,10 +23,13 @@ from methods.rehearsal import Rehearsal, RehearsalParams
 
 
 class DERParams(RehearsalParams):
+    search_space: ClassVar[dict] = {"alpha": {"grid": [0.1, 0.2, 0.5, 1.0]}, "optimizer": {"lr": {"grid": [0.03, 0.1]}}}
     alpha: float = Field(0.2, ge=0.0, le=1e6, description="weight of the logit-matching (MSE) term")
 
 
 class DERPPParams(DERParams):
+    search_space: ClassVar[dict] = {"alpha": {"grid": [0.1, 0.2, 0.5, 1.0]}, "beta": {"grid": [0.5, 1.0]},
+                                    "optimizer": {"lr": {"grid": [0.03, 0.1]}}}
     beta: float = Field(1.0, ge=0.0, le=1e6, description="weight of the replayed labels' cross-entropy")
 
 

@@ -13,6 +13,8 @@ two halves are normalised separately.
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from methods.registry import METHODS
@@ -20,7 +22,8 @@ from methods.rehearsal import Rehearsal, RehearsalParams
 
 
 class ERParams(RehearsalParams):
-    pass
+    search_space: ClassVar[dict] = {"optimizer": {"lr": {"grid": [0.01, 0.03, 0.1]}}}
+    """Suggested search: Mammoth's lr grid for seq-mnist (`clorch list er` prints it)."""
 
 
 @METHODS.register("er", ERParams)

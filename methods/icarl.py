@@ -18,7 +18,7 @@ study); buffer policy is herding, so ``buffer.policy`` is not used.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from methods.rehearsal import Rehearsal, RehearsalParams
 
 
 class ICaRLParams(RehearsalParams):
+    search_space: ClassVar[dict] = {"optimizer": {"lr": {"grid": [0.03, 0.1, 0.3]}}}
 
     def benchmark_problems(self, benchmark: str, params: Any, setting: str | None = None) -> list[str]:
         if setting is not None and setting != "class_incremental":

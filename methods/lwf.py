@@ -13,7 +13,7 @@ optional first stage).
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from methods.registry import METHODS
 
 
 class LwFParams(GradientParams):
+    search_space: ClassVar[dict] = {"alpha": {"grid": [0.3, 1.0, 3.0]}, "temperature": {"grid": [1.0, 2.0, 4.0]}}
     alpha: float = Field(1.0, ge=0.0, le=1e6, description="weight of the distillation term (lambda_o)")
     temperature: float = Field(2.0, gt=0.0, le=1e3, description="softmax temperature T of the distillation")
 

@@ -7,7 +7,6 @@ import torch
 import yaml
 from torch import nn
 
-import datasets
 from methods import METHODS, MethodContext, seed_everything
 from methods.agem import project
 from methods.buffer import ReplayBuffer, _shares

@@ -2,6 +2,7 @@
 (its own fields and the components it takes) and benchmark; ``clorch list NAME``: one of them."""
 from __future__ import annotations
 
+import json
 import typing
 from typing import Iterable
 
@@ -164,6 +165,9 @@ def describe_one(name: str) -> str:
             out.append("components (field: accepted = default), each with its fields:")
         for header, (field, info) in zip(headers, fields):
             out += describe_kind(component_classes(info.annotation), "  ", header=f"  {header}")
+        space = getattr(e.params, "search_space", None)
+        if space:  # a method's suggested search space: paste under the method's params in a study
+            out.append(f"search space (suggested; merge into the method's params): {json.dumps(space)}")
         return "\n".join(out)
     if name in datasets.BENCHMARKS.names():
         e = datasets.BENCHMARKS.get(name)
