@@ -182,3 +182,13 @@ def test_list_shows_methods_benchmarks_types_and_defaults(capsys):
     assert "optimizer: {name: sgd | adam | rmsprop | idbd, ...}" in out and "optimizer (sgd | adam | rmsprop | idbd = sgd)" in out
     assert "lr: float = 0.01  [>0.0, <=10.0]" in out
     assert "hidden: list[int (positive)] = [100, 100]" in out
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_file_loads_and_checks_clean(path):
+    """A study file in the repository is an example users copy: its schema, params and orders must hold
+    (resources are checked against the machine only at run time, so a GPU study passes here)."""
+    from orchestrator.study.checks import check_study
+    from orchestrator.study.loading import load_study
+
+    assert check_study(load_study(path)) == []
