@@ -154,3 +154,47 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     for t, done in partial.items():  # interrupted ones went on from their last checkpoint
         if 0 < done < TASKS:
             assert records[t]["resumed_at"] and records[t]["resumed_at"][0] >= done
+
+
+class OutOfMemoryError(Exception):
+    """Named as Ray's: what its OOM killer raises inside Tune's controller."""
+
+
+def test_tune_stopped_by_a_lost_worker_reruns_only_the_unfinished_trials_and_then_gives_up_cleanly(capsys):
+    """Ray's OOM killer makes Tune's controller raise (not fail one trial): the study must keep what finished,
+    run the rest again, and after `retries` attempts record them as not finished rather than die."""
+    from types import SimpleNamespace
+
+    from orchestrator.run.driver import TuneRuns, worker_lost
+
+    specs = [SimpleNamespace(trial_id=f"t{i}") for i in range(4)]
+    recorded, fits = {}, []
+
+    def crash(finish):  # finish[k]: the trials the k-th attempt completes before Tune dies
+        def fit(phase, num_samples, space, schedule=True):
+            fits.append([u for u in space["unit"]["grid_search"]])
+            for tid in finish[len(fits) - 1] if len(fits) <= len(finish) else []:
+                recorded[tid] = "completed"
+            if len(fits) < 3:
+                raise RuntimeError("Caught unexpected exception") from OutOfMemoryError("2 worker(s) were killed")
+        return fit
+
+    runs = object.__new__(TuneRuns)
+    runs.study = SimpleNamespace(retries=2)
+    runs.recorder = SimpleNamespace(records=recorded, expect=lambda n: None,
+                                    not_run=lambda t, why: recorded.setdefault(t.trial_id, why))
+    runs.lineage = SimpleNamespace(checkpoint_candidates=dict)
+    runs.unit = lambda t: t.trial_id
+    runs.budget_spent = lambda: False
+    runs._fit = crash([["t0"], ["t1"], ["t2", "t3"]])
+    runs.run_fixed("search", specs)
+    assert fits == [["t0", "t1", "t2", "t3"], ["t1", "t2", "t3"], ["t2", "t3"]]  # finished ones never rerun
+    assert all(recorded[t.trial_id] == "completed" for t in specs)  # the third attempt went through
+    assert "Ray lost a trial worker (OutOfMemoryError" in capsys.readouterr().out
+
+    recorded.clear(), fits.clear()
+    runs.study = SimpleNamespace(retries=1)
+    runs._fit = crash([])
+    runs.run_fixed("search", specs)  # every attempt crashes: records, not an exception
+    assert len(fits) == 2 and all(recorded[t.trial_id].startswith("not finished: Ray lost") for t in specs)
+    assert worker_lost(ValueError("bad config")) is None

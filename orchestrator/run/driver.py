@@ -139,11 +139,27 @@ class TuneRuns:
         if not trials:
             return
         self.recorder.expect(len(trials))
-        if not self.budget_spent():
-            self._fit(phase, 1, {"unit": tune.grid_search([self.unit(t) for t in trials])}, schedule=schedule)
+        lost = None
+        for attempt in range(self.study.retries + 1):  # Tune itself dies when Ray kills a worker (OOM)
+            pending = [t for t in trials if t.trial_id not in self.recorder.records]
+            if not pending or self.budget_spent():
+                break
+            try:
+                self._fit(phase, 1, {"unit": tune.grid_search([self.unit(t) for t in pending])}, schedule=schedule)
+                lost = None
+                break
+            except Exception as e:  # noqa: BLE001 - only a lost worker is retried; the rest is re-raised
+                lost = worker_lost(e)
+                if lost is None:
+                    raise
+                left = sum(t.trial_id not in self.recorder.records for t in trials)
+                self.checkpoints = self.lineage.checkpoint_candidates()  # the lost trials go on from their last task
+                print(f"clorch: warning: {lost}; Tune stopped with {left} trial(s) unfinished"
+                      + (f": running them again ({attempt + 1} of {self.study.retries})"
+                         if attempt < self.study.retries else ""), flush=True)
         for t in trials:  # a trial Tune never ran still gets a record
             self.recorder.not_run(t, "not run: the time budget was spent" if self.budget_spent()
-                                  else "trial did not run")
+                                  else f"not finished: {lost}" if lost else "trial did not run")
 
     def run_optuna(self, method_index: int, setting: str) -> None:
         """TPE over one method entry; each suggestion runs on every order and seed."""
@@ -441,6 +457,23 @@ def _full_reruns(study: Study, recorder: StudyRecorder, setting: str) -> list[Tr
               f"tasks, on {len(orders)} {'fresh' if fresh else 'full'} orders of all {study.num_tasks} tasks",
               flush=True)
     return trials
+
+
+LOST_WORKER = ("OutOfMemoryError", "RayActorError", "ActorDiedError", "WorkerCrashedError", "ActorUnavailableError",
+               "NodeDiedError")
+
+
+def worker_lost(error: BaseException) -> str | None:
+    """Why Tune stopped, when it stopped because Ray lost a trial's worker (Ray's OOM killer, a crashed
+    node): Tune's controller raises then instead of failing the one trial. None for any other error."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ in LOST_WORKER or "killed due to the node running low on memory" in str(error):
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            return f"Ray lost a trial worker ({type(error).__name__}: {first[:200]})"
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _chance(study: Study, benchmark: datasets.Benchmark) -> tuple[list[int], list[int]] | None:
