@@ -78,3 +78,20 @@ def position(results: list[ConfigResult]) -> Table:
     return Table("position_effect", "Position effect: slope of a task's final accuracy (minus its mean over "
                  "orders) against its position, in points per position, and e(p) per position.",
                  header, cells, columns, values)
+
+
+def stream(summary: dict) -> Table:
+    """A regression-stream study's configs (summary.json's entries): mean squared error over seeds."""
+    header = ["config", "searched parameters", "seeds", "MSE", "failed"]
+    cells, values = [], []
+    for e in summary.get("configs", []):
+        searched = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in (e.get("searched") or {}).items()) or "–"
+        mse = "–" if e.get("mse_mean") is None else f"{e['mse_mean']:.4g}" + (
+            f" ± {e['mse_std']:.2g}" if e.get("mse_std") is not None and e["mse_std"] == e["mse_std"] else "")
+        cells.append([e["label"], searched, str(e.get("seeds", 0)), mse, f"{e['trials_failed']}/{e['trials']}"])
+        values.append([e["label"], e["config_id"], searched, e.get("seeds"), e.get("mse_mean"), e.get("mse_std"),
+                       e["trials_failed"], e["trials"]])
+    return Table("mse", "Regression stream: mean squared error over every step, mean ± sample std over seeds.",
+                 header, cells, ["label", "config_id", "searched", "seeds", "mse_mean", "mse_std", "trials_failed",
+                                 "trials"], values)

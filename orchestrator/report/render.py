@@ -445,6 +445,10 @@ def _write_stream_report(data: StudyData, records: list[TrialRecord], out_dir: P
              "statistics do not apply)", ""]
     if data.summary:
         lines += ["## Mean squared error", "", "```", format_table(data.summary), "```", ""]
+        table_files = tables.write_all([main_tables.stream(data.summary)], out_dir)
+        lines += [tables.files_line(table_files), ""]
+    else:
+        table_files = {}
     written: dict[str, Path] = {}
     fig = step_size_figure(data.summary or {}, records) if data.summary else None
     if fig is not None:
@@ -456,7 +460,7 @@ def _write_stream_report(data: StudyData, records: list[TrialRecord], out_dir: P
                   "Best config of each method (lowest mean squared error), step-size traces averaged over "
                   "seeds. Weight-flipping: relevant (flipping) against irrelevant (constant) weights; "
                   "rate-tracking: against the optimal alpha*.", "", f"![step sizes]({FIGURES_DIR}/step_sizes.png)", ""]
-    return Report(_write_text(out_dir / REPORT_FILE, "\n".join(lines)), written)
+    return Report(_write_text(out_dir / REPORT_FILE, "\n".join(lines)), written, tables=table_files)
 
 
 def log_report(client, run_id: str, report: Report) -> None:
