@@ -2,8 +2,11 @@
 
 The report answers "which method is robust to task order, and by how much"
 with the uncertainty that R orders allow: a comparison table (the summary's
-numbers plus bootstrap intervals over orders), the position effect, and the
-figures of orchestrator.report.figures. It reads the trial records alone (from the
+numbers plus bootstrap intervals over orders), the paired comparisons against
+the baseline (paired_view), learning and forgetting curves (curves), the
+position effect, a search's parameter importances (importance), the figures
+of orchestrator.report.figures and trace_figures, and the tables as CSV and
+LaTeX under tables/ (tables, main_tables). It reads the trial records alone (from the
 results directory or from MLflow, orchestrator.report.sources), so it can be rebuilt
 at any time, also for a study that ran on a cluster. Only the driver (or the
 ``clorch report`` process) writes the MLflow artifacts, under ``report/`` of
