@@ -1,8 +1,9 @@
-"""The ``clorch`` command: run, validate, list, report.
+"""The ``clorch`` command: run, validate, list, report, compare.
 
 Exit codes: 0 success; 1 the study ran but some trials failed (all finished
 results are kept); 2 bad input (nothing was started or written), or for
-``report`` a study found neither in the results directory nor in MLflow.
+``report`` a study found neither in the results directory nor in MLflow (for ``compare``: a study not
+found, or no config label two studies share).
 """
 from __future__ import annotations
 
@@ -58,6 +59,17 @@ def main(argv: list[str] | None = None) -> int:
                           "report to the study run (default: $MLFLOW_TRACKING_URI)")
     rep.add_argument("--experiment", help="MLflow experiment to look in (default: every experiment)")
     rep.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    cmp = sub.add_parser("compare", help="one report across studies: a table per shared config label, the "
+                                         "differences and figures (compare/<a>_vs_<b>/report.md)")
+    cmp.add_argument("studies", nargs="+", metavar="STUDY",
+                     help="a study's results directory (results/<study>/), or with --tracking-uri a study name "
+                          "in the MLflow store; two or more")
+    cmp.add_argument("--out", help="output directory (default: ./compare/<a>_vs_<b>/)")
+    cmp.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                     help="MLflow store to read a study from when no results directory has it "
+                          "(default: $MLFLOW_TRACKING_URI)")
+    cmp.add_argument("--experiment", help="MLflow experiment to look in (default: every experiment)")
+    cmp.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: 2000)")
     # ---- Ray Jobs on a cluster: submit / status / logs (orchestrator/jobs.py) ----
     cluster_help = ("the head's job server, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS); "
                     "`ray dashboard cluster.yaml` forwards it to http://127.0.0.1:8265")
@@ -88,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return _list(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "compare":
+        return _compare(args)
     try:
         study = load_study(args.study, args.overrides, configs_from=args.configs_from)
         if args.command == "validate" or not args.address:  # --address: checked on the cluster once joined
@@ -236,6 +250,28 @@ def _report(args) -> int:
         return 2
     logged = f"; logged to MLflow run {report.logged_to} under report/" if report.logged_to else ""
     print(f"report: {report.path} ({len(report.figures)} figures){logged}")
+    return 0
+
+
+def _compare(args) -> int:
+    """``clorch compare A B ...``: every argument is read and checked before anything is written."""
+    from pathlib import Path
+
+    from orchestrator.report.compare import CompareError, load_all
+    from orchestrator.report.compare_render import default_dir, write_compare
+
+    if args.resamples < 1:
+        print("clorch: --resamples must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        studies = load_all(args.studies, args.tracking_uri, args.experiment, n_resamples=args.resamples)
+    except CompareError as e:
+        print(f"clorch: compare: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else default_dir(studies)
+    report = write_compare(studies, out, n_resamples=args.resamples)
+    print(f"compare: {report.path} ({len(report.shared)} shared labels, {len(report.figures)} figures, "
+          f"tables in {out / 'tables'})")
     return 0
 
 

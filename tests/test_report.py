@@ -373,7 +373,9 @@ def test_search_figure_leaves_out_configs_with_a_failed_trial(analysed):
 
 def test_report_writes_non_empty_figures_and_embeds_them(syn_report):
     report = syn_report[1]
-    assert set(report.figures) == set(figures.FIGURES)  # adam is a search: its figure is there too
+    # adam is a search: its progress and its searched-parameter figures are there too
+    assert set(report.figures) == set(figures.FIGURES) | {"learning_curves", "forgetting_curves", "paired_forest",
+                                                          "search_params_adam"}
     text = report.path.read_text()
     for name, path in report.figures.items():
         assert path.stat().st_size > 5000 and path.read_bytes()[:4] == b"\x89PNG"

@@ -35,30 +35,46 @@ def position_aligned(A: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
     return np.asarray(A, dtype=float)[:, list(order)]
 
 
+def color_range(matrices: list[np.ndarray]) -> tuple[float, float]:
+    """(vmin, vmax) of the heatmaps: the range of the values shown, shared by every panel (0-100 if none)."""
+    values = np.concatenate([np.ravel(m) for m in matrices]) if matrices else np.array([])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 100.0
+    lo, hi = float(values.min()), float(values.max())
+    return (lo - 0.5, hi + 0.5) if hi - lo < 1 else (lo, hi)
+
+
 def accuracy_matrix(results: list[ConfigResult]) -> Figure:
     """Heatmap of the accuracy matrix, mean over trials, one panel per config.
 
     Columns are POSITIONS in the order, not task identities: averaged over
     orders, entry (i, p) is then always "the task learned p-th, after training
-    the i-th", the same quantity in every order.
+    the i-th", the same quantity in every order. The colour scale spans the
+    range of the values shown (shared by the panels, so a colour means the
+    same accuracy in each), not 0-100: close accuracies stay distinguishable.
     """
     shown = _shown(results)
     rows, cols = _grid(len(shown))
     fig = Figure(figsize=(4.2 * cols + 1, 3.8 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    image = None
-    for ax, r in zip(axes, shown):
+    means = []
+    for r in shown:
         with warnings.catch_warnings():  # entries no trial evaluated (above the diagonal) stay NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(np.stack([position_aligned(A, o) for A, o in zip(r.matrices, r.orders)]), axis=0)
+            means.append(np.nanmean(np.stack([position_aligned(A, o) for A, o in zip(r.matrices, r.orders)]),
+                                    axis=0))
+    vmin, vmax = color_range(means)
+    image = None
+    for ax, r, mean in zip(axes, shown, means):
         T = mean.shape[0]
-        image = ax.imshow(mean, vmin=0, vmax=100, cmap="viridis")
+        image = ax.imshow(mean, vmin=vmin, vmax=vmax, cmap="viridis")
         if T <= 10:
             for i in range(T):
                 for p in range(T):
                     if not np.isnan(mean[i, p]):
                         ax.text(p, i, f"{mean[i, p]:.0f}", ha="center", va="center", fontsize=8,
-                                color="white" if mean[i, p] < 60 else "black")
+                                color="white" if mean[i, p] < (vmin + vmax) / 2 else "black")
         ticks = np.arange(T)
         ax.set_xticks(ticks, [str(p + 1) for p in ticks])
         ax.set_yticks(ticks, [str(i + 1) for i in ticks])

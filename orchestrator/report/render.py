@@ -2,8 +2,11 @@
 
 The report answers "which method is robust to task order, and by how much"
 with the uncertainty that R orders allow: a comparison table (the summary's
-numbers plus bootstrap intervals over orders), the position effect, and the
-figures of orchestrator.report.figures. It reads the trial records alone (from the
+numbers plus bootstrap intervals over orders), the paired comparisons against
+the baseline (paired_view), learning and forgetting curves (curves), the
+position effect, a search's parameter importances (importance), the figures
+of orchestrator.report.figures and trace_figures, and the tables as CSV and
+LaTeX under tables/ (tables, main_tables). It reads the trial records alone (from the
 results directory or from MLflow, orchestrator.report.sources), so it can be rebuilt
 at any time, also for a study that ran on a cluster. Only the driver (or the
 ``clorch report`` process) writes the MLflow artifacts, under ``report/`` of
@@ -19,14 +22,14 @@ from typing import Any
 
 from orchestrator.report import bootstrap
 from orchestrator.report import figures
-from orchestrator.report import trace_figures
+from orchestrator.report.fmt import file_safe, md_table as _table, num as _num, pm as _pm
+from orchestrator.report import curves, importance, main_tables, paired_view, tables, trace_figures
 from orchestrator.report.analysis import analyse, searches
 from orchestrator.report.config_result import ConfigResult, choice_point, chosen_on
-from orchestrator.report.position import verdict
 from orchestrator.results.store import study_dir as results_study_dir
 from orchestrator.report.sources import StudyData, find_study_run, from_results, load_study
 from orchestrator.results.records import TrialRecord
-from orchestrator.results.summary import best_per_label, paired_block
+from orchestrator.results.summary import best_per_label
 from orchestrator.study.redact import redact_uri
 from orchestrator.study.schema import ObjectiveSpec
 
@@ -37,7 +40,8 @@ ARTIFACT_DIR = "report"
 CAPTIONS = {
     "accuracy_matrix": "Accuracy matrix, mean over each config's trials. Rows: after training the i-th task "
                        "of the order; columns: the task learned p-th (aligned by position, so that the mean "
-                       "over orders averages the same quantity). The last row is the final accuracy by position.",
+                       "over orders averages the same quantity). The last row is the final accuracy by position. "
+                       "The colour scale spans the range of the values shown, shared by the panels.",
     "final_accuracy_per_task": "Final accuracy of each task (one panel per task identity) across orders, one "
                                "point per order (seeds averaged). The spread of a config's points is that "
                                "task's OPD.",
@@ -60,44 +64,43 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)
     results: list[ConfigResult] = field(default_factory=list)
     logged_to: str | None = None             # the MLflow run id the report was logged to
+    tables: dict[str, Path] = field(default_factory=dict)   # tables/<name>.csv and .tex
+
+
+@dataclass
+class Views:
+    """What the report computes beside the per-config results: the paired block and the searches' analysis."""
+    paired: dict[str, Any] | None                      # orchestrator.report.paired_view.block_for
+    searches: list[dict[str, Any]]                     # orchestrator.report.importance.analyse_searches
+    table_files: dict[str, Path] = field(default_factory=dict)
+
+
+def views_of(data: StudyData, results: list[ConfigResult]) -> Views:
+    summary = data.summary or {}
+    best = summary.get("best") or best_per_label([r.entry for r in results])
+    return Views(paired_view.block_for(summary, results),
+                 importance.analyse_searches(results, searches(results), study_objective(summary), best))
+
+
+def report_tables(results: list[ConfigResult], views: Views) -> list[tables.Table]:
+    """The tables exported beside report.md (tables/<name>.csv and .tex)."""
+    names = {r.config.config_id: r.name for r in results}
+    out = [main_tables.comparison(results)]
+    if views.paired is not None:
+        out.append(paired_view.table(views.paired, names))
+    out += [main_tables.sequence(results), main_tables.position(results)]
+    if any(a["params"] for a in views.searches):
+        out.append(importance.table(views.searches))
+    return out
 
 
 # ---------------------------------------------------------------- formatting
 
 
-def _num(v: float | None, digits: int = 2) -> str:
-    return "–" if v is None or v != v else f"{v:.{digits}f}"
-
-
-def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None or mean != mean:
-        return "–"
-    return _num(mean) + (f" ± {_num(std)}" if std is not None and std == std else "")
-
-
-def _ci(interval: tuple[float, float]) -> str:
-    lo, hi = interval
-    return "–" if lo != lo else f"[{_num(lo)}, {_num(hi)}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def comparison_rows(results: list[ConfigResult]) -> tuple[list[str], list[list[str]]]:
     """The comparison table: header and one row of formatted cells per config."""
-    header = ["config", "R", "ACC", "ACC CI", "BWT", "Forgetting", "Task.Acc", "AOPD", "AOPD CI", "MOPD",
-              "failed"]
-    rows = []
-    for r in results:
-        e = r.entry
-        rows.append([r.name, str(e["R"]), _pm(e["acc_mean"], e["acc_std"]), _ci(r.acc_ci),
-                     _pm(e["bwt_mean"], e["bwt_std"]), _pm(e["forgetting_mean"], e["forgetting_std"]),
-                     _pm(e["task_acc_mean"], e["task_acc_std"]), _num(e["aopd"]), _ci(r.aopd_ci),
-                     _num(e["mopd"]), f"{e['trials_failed']}/{e['trials']}"])
-    return header, rows
+    t = main_tables.comparison(results)
+    return t.header, t.cells
 
 
 def r_warning(results: list[ConfigResult]) -> str | None:
@@ -109,20 +112,6 @@ def r_warning(results: list[ConfigResult]) -> str | None:
     return (f"> **Warning: configs are compared at different R** ({listed}). OPD grows with the number "
             f"of orders, so AOPD and MOPD (and their intervals) are only comparable between configs with "
             f"the same R. Failed trials reduce a config's R.")
-
-
-def _position_rows(results: list[ConfigResult]) -> tuple[list[str], list[list[str]]]:
-    T = max((len(r.position["curve"]) for r in results if r.position), default=0)
-    header = ["config", "R", "slope (points/position)", "slope CI", "answer"] + [f"e({p})" for p in range(1, T + 1)]
-    rows = []
-    for r in results:
-        if not r.position:
-            rows.append([r.name, "0", "–", "–", "no completed trial"] + ["–"] * T)
-            continue
-        e = r.position
-        rows.append([r.name, str(e["R"]), _num(e["slope"]), _ci((e["slope_lo"], e["slope_hi"])), verdict(e)]
-                    + [_num(v) for v in e["curve"]])
-    return header, rows
 
 
 def _few_orders_note(results: list[ConfigResult]) -> str:
@@ -168,17 +157,8 @@ def _sequence_section(results: list[ConfigResult], records: list[TrialRecord]) -
     else:
         lines += ["The trial records do not carry test-set sizes (written before they were recorded): no "
                   "binomial noise figures.", ""]
-    fwt = any(r.entry.get("fwt_mean") is not None and r.entry.get("fwt_mean") == r.entry.get("fwt_mean")
-              for r in results)
-    header = ["config", "min-ACC", "WC-ACC"] + (["FWT"] if fwt else []) + ["ACC binomial SE", "learning curve"]
-    rows = []
-    for r in results:
-        e = r.entry
-        curve = e.get("curve") or []
-        rows.append([r.name, _num(e.get("min_acc_mean")), _num(e.get("wc_acc_mean"))]
-                    + ([_num(e.get("fwt_mean"))] if fwt else [])
-                    + [_num(e.get("acc_binomial_se")), " ".join(_num(v, 1) for v in curve) or "–"])
-    lines += [_table(header, rows), "",
+    fwt = "FWT" in main_tables.sequence(results).header
+    lines += [main_tables.sequence(results).markdown(), "",
               "Means over the config's completed trials (test accuracies). min-ACC (De Lange et al., "
               "arXiv 2205.13452): per task not last in the order, its lowest accuracy at any task boundary "
               "after it was learned, averaged; WC-ACC = (1/T) a_T + (1 − 1/T) min-ACC, a_T the accuracy on "
@@ -190,55 +170,6 @@ def _sequence_section(results: list[ConfigResult], records: list[TrialRecord]) -
               "then the root mean square over trials (every trial uses the same test sets, so averaging "
               "trials does not remove this noise). Learning curve: after each position, the mean accuracy "
               "over the tasks learned so far.", ""]
-    return lines
-
-
-def _paired_section(data: StudyData, results: list[ConfigResult]) -> list[str]:
-    """Each method's config against the baseline, order by order (results.paired), with a multiple-comparisons note."""
-    summary = data.summary or {}
-    entries = [r.entry for r in results]
-    best = summary.get("best") or best_per_label(entries)
-    baseline = summary.get("baseline") or (results[0].config.label if results else None)
-    block = paired_block(entries, {r.config.config_id: r.records for r in results}, best, baseline)
-    if block is None:
-        return []
-    names = {r.config.config_id: r.name for r in results}
-    base = names.get(block["baseline_config_id"], block["baseline"])
-    header = ["config", "R", "ΔACC", "ΔACC CI", "p", "p (Holm)", "ΔForgetting", "ΔForgetting CI",
-              "binomial SE of ΔACC"]
-    rows, noisy = [], []
-    for c in block["configs"]:
-        exact = "" if c["p_exact"] else " (MC)"
-        rows.append([names.get(c["config_id"], c["label"]), str(c["R"]), _num(c["dacc"]),
-                     _ci((c["dacc_lo"], c["dacc_hi"])), _num(c["p"], 3) + exact, _num(c["p_holm"], 3),
-                     _num(c["dforgetting"]), _ci((c["dforgetting_lo"], c["dforgetting_hi"])),
-                     _num(c["dacc_binomial_se"])])
-        if c["within_binomial_noise"]:
-            noisy.append(f"{names.get(c['config_id'], c['label'])} (ΔACC {_num(c['dacc'])}, 2 SE = "
-                         f"{_num(2 * c['dacc_binomial_se'])})")
-    m = block["n_comparisons"]
-    R = min((c["R"] for c in block["configs"]), default=0)
-    lines = ["## Paired comparisons", "",
-             f"Against the baseline **{base}** (study field `baseline`; default the first method, or without "
-             f"a summary.json the first config listed). Every "
-             f"config runs on the same orders and seeds, so each is compared order by order: Δ = config − "
-             f"baseline, per order, of the test ACC and forgetting (seeds of an order averaged first), on the "
-             f"orders both completed (R; an order either lacks is left out). In a search the compared config "
-             f"of each method is its selected one.", ""]
-    lines += [_table(header, rows), "",
-              f"ΔACC and ΔForgetting in points (forgetting: lower is better, so a negative Δ is an improvement). "
-              f"CI: {block['confidence'] * 100:g}% percentile bootstrap over the paired orders "
-              f"({block['n_resamples']} resamples, seed {block['seed']}). p: two-sided sign-flip permutation "
-              f"test of ΔACC (exact over all 2^R sign vectors for R ≤ 16, else 20,000 random ones, marked MC); "
-              f"with R orders it cannot go below 2/2^R" + (f" (= {2 / 2 ** R:.3g} at R = {R})" if R else "")
-              + f". Multiple comparisons: {m} comparison(s) against the same baseline form one family; "
-              f"p (Holm) is Holm's step-down adjustment, which keeps the chance of any false 'different' at "
-              f"or below the level for the whole family: read p (Holm), not p, when asking which differ. "
-              f"Binomial SE of ΔACC: sqrt(SE_config² + SE_baseline²) of the two ACC binomial SEs above.", ""]
-    if noisy:
-        lines += [f"> **Warning: within test-set noise.** These differences are smaller than 2 binomial "
-                  f"standard errors of the test-set measurement: {'; '.join(noisy)}. A larger test set (or "
-                  f"more tasks) is needed before reading them as real.", ""]
     return lines
 
 
@@ -318,9 +249,11 @@ def _protocol_lines(summary: dict) -> list[str]:
 
 
 def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str, str],
-           n_resamples: int, confidence: float, seed: int) -> str:
+           n_resamples: int, confidence: float, seed: int, views: Views | None = None) -> str:
     """report.md's text. ``figure_files``: figure name -> path relative to report.md."""
     summary = data.summary or {}
+    views = views or views_of(data, results)
+    names = {r.config.config_id: r.name for r in results}
     records = data.records
     T = records[0].num_tasks
     orders = {r.order for r in records}
@@ -359,8 +292,11 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
         lines += [f"Robustness frontier, chosen on {split} (no other config has both a higher ACC and a lower "
                   f"AOPD there; the table shows their test numbers): {', '.join(ranked[i].name for i in best)}.", ""]
     lines += _configs_section(results)
-    lines += _paired_section(data, results)
+    lines += paired_view.section(views.paired, names, figure_files.get("paired_forest"))
     lines += _sequence_section(results, records)
+    for name in curves.FIGURES:
+        if name in figure_files:
+            lines += [f"![{name.replace('_', ' ')}]({figure_files[name]})", "", curves.CAPTIONS[name], ""]
     lines += ["## Position effect", "",
               "Does learning a task later help or hurt it? For each order r and task j, d = final accuracy of "
               "j under r − mean of j's final accuracy over the orders (removes task difficulty). e(p) = mean "
@@ -368,7 +304,7 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
               "against the task's position relative to its own mean position (a within-task regression), in "
               f"points per position. CI: {pct} bootstrap over orders as above; the "
               "answer is 'later helps' / 'later hurts' when the slope's interval excludes 0.", "",
-              _table(*_position_rows(results)), ""]
+              main_tables.position(results).markdown(), ""]
     if "position_effect" in figure_files:
         lines += [f"![position effect]({figure_files['position_effect']})", "", CAPTIONS["position_effect"], ""]
     lines += ["## Figures", ""]
@@ -406,11 +342,36 @@ def render(data: StudyData, results: list[ConfigResult], figure_files: dict[str,
                 lines.append(f"- best {label} by ACC: {best.name} (ACC {_pm(best.entry['acc_mean'], best.entry['acc_std'])}, "
                              f"AOPD {_num(best.entry['aopd'])})")
         lines.append("")
+        lines += _importance_lines(views, figure_files, summary)
     else:
         lines += ["No search in this study (every method has one config): the objective-per-trial figure is "
                   "skipped.", ""]
     lines += _failures(data)
+    if views.table_files:
+        lines += [tables.files_line(views.table_files), ""]
     return "\n".join(lines)
+
+
+def _importance_lines(views: Views, figure_files: dict[str, str], summary: dict[str, Any]) -> list[str]:
+    """The searches' parameter importances (Optuna fANOVA) and each searched parameter against the objective."""
+    shown = [a for a in views.searches if a["params"]]
+    if not shown:
+        return []
+    lines = ["### Searched parameters", "",
+             "Which searched parameter moved the objective: Optuna's fANOVA importance (seeded; the share of "
+             "the objective's variance each parameter explains, summing to 1 per method) over the configs of "
+             "the search whose every trial completed, rebuilt as an in-memory Optuna study from their searched "
+             f"values and objectives. n/a with fewer than {importance.MIN_CONFIGS} such configs. With a few "
+             "configs the importances are rough: a random forest fitted to a handful of points.", "",
+             importance.table(views.searches).markdown(), ""]
+    split = "validation" if summary.get("selection", "val") == "val" else "TEST"
+    for a in shown:
+        name = f"search_params_{file_safe(a['label'])}"
+        if name in figure_files:
+            lines += [f"![{name}]({figure_files[name]})", ""]
+    if any(n.startswith("search_params_") for n in figure_files):
+        lines += [importance.CAPTION.replace("selection split", f"selection split, here {split}"), ""]
+    return lines
 
 
 # ---------------------------------------------------------------- writing
@@ -427,25 +388,45 @@ def write_report(data: StudyData, out_dir: Path, n_resamples: int = bootstrap.DE
     if not data.records:
         return _write_stream_report(data, streams, out_dir)
     results = analyse(data.records, data.summary, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    views = views_of(data, results)
     fig_dir = out_dir / FIGURES_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
-    wanted = [n for n in figures.FIGURES if n != "search_progress" or searches(results)]
-    if not any(r.ok for r in results):
-        wanted = []  # nothing completed: the report says so through its table and failures
+    drawn = _draw(results, views, data.summary, fig_dir) if any(r.ok for r in results) else {}
     written: dict[str, Path] = {}
-    for name in figures.FIGURES:
-        path = fig_dir / f"{name}.png"
-        if name not in wanted:
+    for path in [*(fig_dir / f"{n}.png" for n in _OWN_FIGURES), *fig_dir.glob("search_params_*.png")]:
+        if path.stem not in drawn:
             path.unlink(missing_ok=True)  # a figure of an earlier report that no longer applies
-            continue
-        kw = {"objective": study_objective(data.summary)} if name == "search_progress" else {}
-        figures.FIGURES[name](results, **kw).savefig(path, dpi=110)
-        written[name] = path
+    for name, fig in drawn.items():
+        written[name] = fig_dir / f"{name}.png"
+        fig.savefig(written[name], dpi=110)
     traced, traced_text = trace_figures.write(results, fig_dir)  # records with a trace or per-task series
+    views.table_files = tables.write_all(report_tables(results, views), out_dir)
     text = render(data, results, {n: f"{FIGURES_DIR}/{p.name}" for n, p in written.items()},
-                  n_resamples, confidence, seed) + traced_text
+                  n_resamples, confidence, seed, views) + traced_text
     written.update(traced)
-    return Report(_write_text(out_dir / REPORT_FILE, text), written, results)
+    return Report(_write_text(out_dir / REPORT_FILE, text), written, results, tables=views.table_files)
+
+
+_OWN_FIGURES = [*figures.FIGURES, *curves.FIGURES, "paired_forest"]
+
+
+def _draw(results: list[ConfigResult], views: Views, summary: dict[str, Any] | None, fig_dir: Path) -> dict:
+    """name -> Figure of every figure of the report but the trace figures (orchestrator.report.trace_figures)."""
+    out = {}
+    for name, draw in figures.FIGURES.items():
+        if name == "search_progress" and not searches(results):
+            continue
+        out[name] = draw(results, objective=study_objective(summary)) if name == "search_progress" else draw(results)
+    for name, draw in curves.FIGURES.items():
+        out[name] = draw(results, summary)
+    if views.paired is not None and views.paired["configs"]:
+        out["paired_forest"] = paired_view.forest(views.paired, {r.config.config_id: r.name for r in results})
+    split = "validation" if (summary or {}).get("selection", "val") == "val" else "test"
+    for a in views.searches:
+        if a["params"] and a["configs"]:
+            out[f"search_params_{file_safe(a['label'])}"] = importance.scatter(
+                a["label"], a["configs"], a["objectives"], a["params"], a["chosen"], a["importances"], split)
+    return out
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -467,6 +448,10 @@ def _write_stream_report(data: StudyData, records: list[TrialRecord], out_dir: P
              "statistics do not apply)", ""]
     if data.summary:
         lines += ["## Mean squared error", "", "```", format_table(data.summary), "```", ""]
+        table_files = tables.write_all([main_tables.stream(data.summary)], out_dir)
+        lines += [tables.files_line(table_files), ""]
+    else:
+        table_files = {}
     written: dict[str, Path] = {}
     fig = step_size_figure(data.summary or {}, records) if data.summary else None
     if fig is not None:
@@ -478,14 +463,17 @@ def _write_stream_report(data: StudyData, records: list[TrialRecord], out_dir: P
                   "Best config of each method (lowest mean squared error), step-size traces averaged over "
                   "seeds. Weight-flipping: relevant (flipping) against irrelevant (constant) weights; "
                   "rate-tracking: against the optimal alpha*.", "", f"![step sizes]({FIGURES_DIR}/step_sizes.png)", ""]
-    return Report(_write_text(out_dir / REPORT_FILE, "\n".join(lines)), written)
+    return Report(_write_text(out_dir / REPORT_FILE, "\n".join(lines)), written, tables=table_files)
 
 
 def log_report(client, run_id: str, report: Report) -> None:
-    """report.md and the figures as artifacts of the study run, under report/ (figures under report/figures/)."""
+    """report.md, the figures and the tables as artifacts of the study run, under report/ (report/figures/,
+    report/tables/)."""
     client.log_artifact(run_id, str(report.path), ARTIFACT_DIR)
     for path in report.figures.values():
         client.log_artifact(run_id, str(path), f"{ARTIFACT_DIR}/{FIGURES_DIR}")
+    for path in report.tables.values():
+        client.log_artifact(run_id, str(path), f"{ARTIFACT_DIR}/{tables.TABLES_DIR}")
     report.logged_to = run_id
 
 

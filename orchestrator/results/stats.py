@@ -88,6 +88,26 @@ def learning_curve(A: np.ndarray, order: Order) -> np.ndarray:
     return np.array([_nanmean(A[i, order[:i + 1]]) for i in range(len(order))])
 
 
+def forgetting_curve(A: np.ndarray, order: Order) -> np.ndarray:
+    """Forgetting after each task: f_i = mean over j in order[:i] of max_{pos(j) <= l < i} A[l, j] - A[i, j].
+
+    After training position i, how far each task learned before it has fallen
+    from its best so far (the task just learned is left out); f_0 is NaN (no
+    earlier task) and the last value is ``forgetting``.
+    """
+    A = np.asarray(A, dtype=float)
+    order = list(order)
+    out = [float("nan")]
+    for i in range(1, len(order)):
+        drops = []
+        for p, j in enumerate(order[:i]):
+            history = A[p:i, j]
+            best = np.nanmax(history) if np.any(~np.isnan(history)) else np.nan
+            drops.append(best - A[i, j])
+        out.append(_nanmean(drops))
+    return np.array(out)
+
+
 def min_accuracies(A: np.ndarray, order: Order) -> np.ndarray:
     """Per task identity j: min_{pos(j) < i <= T-1} A[i, j]; NaN for the last task (no boundary after it).
 
