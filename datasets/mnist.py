@@ -12,6 +12,13 @@ unpacked without a network.
 - split_mnist: 5 tasks of 2 classes (class order optionally seeded).
 - rotated_mnist: T tasks, each the images rotated by one angle (evenly spaced
   in [0, max_angle) or an explicit list), 10 classes.
+- mixed_similarity_mnist: a stream of mixed task similarity (specs/hybrid.md):
+  ``stretches`` stretches of ``len(angles)`` tasks; stretch 0 is the images
+  rotated by each angle, stretch k >= 1 the same rotations with one seeded
+  pixel permutation P_k applied after rotating (task "P_k + 10" is task
+  "P_k"'s images turned by 10 degrees, then scrambled). Inside a stretch
+  neighbours are related (a small rotation); between stretches unrelated
+  (a new permutation). 10 classes, 1x28x28.
 - random_label_mnist: for loss of trainability (specs/lot.md): a fixed seeded
   subset of N training images; every task draws fresh uniform random labels
   for them. There is nothing to generalise to, so a task's test split is its
@@ -29,7 +36,15 @@ import torch
 from pydantic import Field, model_validator
 
 from datasets.benchmark import Benchmark, Task
-from datasets.common import FileParams, LoadContext, MissingData, class_order, make_task, uint8_normalization
+from datasets.common import (
+    FileParams,
+    LoadContext,
+    MissingData,
+    class_order,
+    make_task,
+    stratified_split,
+    uint8_normalization,
+)
 from datasets.registry import BENCHMARKS
 
 Dataset = Literal["mnist", "fashion_mnist", "kmnist"]
@@ -280,6 +295,51 @@ def rotated_mnist(p: RotatedMnistParams, ctx: LoadContext | None = None) -> Benc
         tasks.append(make_task(f"{p.dataset} rotated {angle:g}", _rotate(x_tr, angle), y_tr, _rotate(x_te, angle),
                                y_te, range(10), p, salt=0, normalization=norm))
     return Benchmark("rotated_mnist", tuple(tasks), (1, 28, 28), default_setting="domain_incremental")
+
+
+# ---------------------------------------------------------------- mixed similarity
+class MixedSimilarityMnistParams(_MnistParams):
+    angles: list[float] = Field([0.0, 10.0, 20.0], min_length=1, max_length=360,
+                                description="rotations (degrees) of every stretch, in task order")
+    stretches: int = Field(2, ge=1, le=100, description="stretch 0 upright pixels, stretch k >= 1 under permutation P_k")
+    permutation_seed: int = Field(0, description="seed of the permutations P_1, P_2, ...")
+    test_images: int | None = Field(None, ge=10, le=10_000, description="a stratified seeded subset of the test set "
+                                    "(split_seed), the same images for every task; None: all 10,000")
+
+    @property
+    def num_tasks(self) -> int:
+        return self.stretches * len(self.angles)
+
+    def task_names(self) -> list[str]:
+        return [f"{'' if k == 0 else f'P{k} + '}rot {a:g}" for k in range(self.stretches) for a in self.angles]
+
+
+@BENCHMARKS.register("mixed_similarity_mnist", MixedSimilarityMnistParams)
+def mixed_similarity_mnist(p: MixedSimilarityMnistParams, ctx: LoadContext | None = None) -> Benchmark:
+    """Stretches of rotations, each stretch under its own pixel permutation (stretch 0: none); 10 classes."""
+    x_tr, y_tr, x_te, y_te = _arrays(p, ctx)
+    norm = _norm(p, x_tr)  # of the upright images, shared by every task (as rotated_mnist)
+    # salt=0 (as rotated_mnist): every task trains on and holds out the same images, transformed. The
+    # split is drawn once, on the indices, so only the images kept are rotated (not all 70,000 per angle).
+    split = make_task("index", np.arange(len(y_tr)), y_tr, np.arange(len(y_te)), y_te, range(10), p, salt=0)
+    test, y_test = split.x_test, split.y_test
+    if p.test_images is not None and p.test_images < len(test):
+        _, keep = stratified_split(y_test, p.test_images / len(test), np.random.default_rng([p.split_seed, 1]))
+        test, y_test = test[keep], y_test[keep]
+    parts = {"train": x_tr[split.x_train], "val": x_tr[split.x_val], "test": x_te[test]}
+    rng = np.random.default_rng(p.permutation_seed)
+    perms = [None] + [rng.permutation(28 * 28) for _ in range(p.stretches - 1)]
+    turned = {a: {k: v if a % 360 == 0 or len(v) == 0 else _rotate(v, a) for k, v in parts.items()}
+              for a in dict.fromkeys(p.angles)}
+    names = iter(p.task_names())
+    tasks = []
+    for perm in perms:
+        for a in p.angles:
+            x = turned[a] if perm is None else {k: v.reshape(len(v), -1)[:, perm].reshape(v.shape)
+                                                for k, v in turned[a].items()}
+            tasks.append(Task(f"{p.dataset} {next(names)}", x["train"], split.y_train, x["test"], y_test, n_classes=10,
+                              classes=split.classes, x_val=x["val"], y_val=split.y_val, normalization=norm))
+    return Benchmark("mixed_similarity_mnist", tuple(tasks), (1, 28, 28), default_setting="task_incremental")
 
 
 # ---------------------------------------------------------------- random labels

@@ -1,5 +1,4 @@
 """The MNIST family: real MNIST from ../shared/data, and tiny real-format idx files for the others."""
-import gzip
 import os
 import struct
 from pathlib import Path
@@ -7,13 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from pydantic import ValidationError
 
 import datasets
 from datasets import LoadContext, MissingData, load_benchmark
 from datasets.common import DATA_ROOT_ENV
-
-from conftest import SHARED_DATA
 
 needs_mnist = pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(),
                                  reason=f"MNIST not found under {SHARED_DATA} (a torchvision root with MNIST/raw/*.gz)")
@@ -185,3 +183,41 @@ def test_cli_run_with_a_missing_dataset_is_one_clear_error_and_writes_nothing(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nodata", "s.yaml"] or \
         sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
     assert not (tmp_path / "results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@needs_mnist
+def test_mixed_similarity_mnist_stretches_of_rotations_under_permutations(mnist_root):
+    params = {"angles": [0.0, 10.0], "stretches": 3, "train_fraction": 0.01, "val_fraction": 0.01,
+              "test_images": 500, "normalize": False}
+    b = load_benchmark("mixed_similarity_mnist", params, mnist_root)
+    assert b.num_tasks == 6 and b.input_shape == (1, 28, 28) and b.default_setting == "task_incremental"
+    assert [t.name for t in b.tasks] == ["mnist rot 0", "mnist rot 10", "mnist P1 + rot 0", "mnist P1 + rot 10",
+                                         "mnist P2 + rot 0", "mnist P2 + rot 10"]
+    t = b.tasks
+    assert t[0].x_train.shape[1:] == (1, 28, 28) and 580 <= len(t[0].x_train) <= 600  # 1% of 59,400
+    assert t[0].x_test.shape == (500, 1, 28, 28) and np.bincount(t[0].y_test).min() >= 40  # stratified
+    for k in range(1, 6):  # every task: the same images (labels), transformed
+        for split in ("train", "val", "test"):
+            assert np.array_equal(getattr(t[k], f"y_{split}"), getattr(t[0], f"y_{split}"))
+    # task 0 is the untouched images: they are in rotated_mnist's upright task, which draws the same split
+    upright = load_benchmark("rotated_mnist", {"num_tasks": 1, "angles": [0.0], "train_fraction": 0.01,
+                                               "val_fraction": 0.01, "normalize": False}, mnist_root).tasks[0]
+    assert np.array_equal(upright.x_train, t[0].x_train) and np.array_equal(upright.x_val, t[0].x_val)
+    # rot 10 is the upright images turned by 10 degrees (rotated_mnist's rotation)
+    from datasets.mnist import _rotate
+
+    assert np.array_equal(_rotate(t[0].x_train, 10.0), t[1].x_train)
+    assert np.array_equal(_rotate(t[0].x_test, 10.0), t[1].x_test)
+    # task 2 is a pixel permutation of task 0's images: the same pixels, scrambled; the same permutation
+    # maps task 1 (rot 10) to task 3 (P1 + rot 10); task 4 uses another permutation
+    flat = lambda task, s="train": getattr(task, f"x_{s}").reshape(len(getattr(task, f"x_{s}")), -1)
+    assert np.array_equal(np.sort(flat(t[0]), axis=1), np.sort(flat(t[2]), axis=1))
+    assert not np.array_equal(flat(t[0]), flat(t[2]))
+    rng = np.random.default_rng(0)  # permutation_seed 0: P1, P2 are its first two draws
+    p1, p2 = rng.permutation(784), rng.permutation(784)
+    for s in ("train", "val", "test"):
+        assert np.array_equal(flat(t[0], s)[:, p1], flat(t[2], s))
+        assert np.array_equal(flat(t[1], s)[:, p1], flat(t[3], s))
+        assert np.array_equal(flat(t[0], s)[:, p2], flat(t[4], s))
+    with pytest.raises(ValidationError, match="stretches"):
+        datasets.BENCHMARKS.get("mixed_similarity_mnist").params(stretches=0)
