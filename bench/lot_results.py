@@ -26,7 +26,7 @@ import numpy as np
 
 
 def own_task_accuracy(rec: dict) -> np.ndarray:
-    rows = rec["rows"]
+    rows = rec["matrix"]
     return np.array([np.nan if rows[p][j] is None else rows[p][j] for p, j in enumerate(rec["order"])], dtype=float)
 
 

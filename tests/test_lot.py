@@ -26,11 +26,11 @@ from methods.lot_signals import (
 )
 from methods.network import TaskNetwork
 from methods.penalties import L2Penalty, WassersteinPenalty
-from orchestrator.study.schema import TrialSpec
 from orchestrator.run.trial import run_trial
+from orchestrator.study.schema import TrialSpec
 
 CPU = torch.device("cpu")
-ADAM = dict(optimizer="adam", lr=0.01, epochs=2, batch_size=32)
+ADAM = {"optimizer": "adam", "lr": 0.01, "epochs": 2, "batch_size": 32}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -68,7 +68,7 @@ def test_threshold_noise_only_and_combined_by_hand():
 
 
 def test_rule_cools_above_safety_tau_warms_only_early_and_far_below_and_keeps_otherwise():
-    kw = dict(safety=0.8, floor=0.12, warm_fraction=0.1, warm_margin=0.3)
+    kw = {"safety": 0.8, "floor": 0.12, "warm_fraction": 0.1, "warm_margin": 0.3}
     # tau = 1: cooling above 0.8, warming below 0.3 * 0.8 = 0.24 in the first 10 of 100 steps
     assert lot_action(0.81, 1.0, 50, 100, **kw) == COOL
     assert lot_action(0.79, 1.0, 50, 100, **kw) == KEEP     # under safety * tau (but above tau * 0.24)
@@ -250,11 +250,11 @@ def test_scheduler_cools_a_layer_whose_effective_step_exceeds_its_threshold_and_
 
 
 def test_one_layer_cools_while_another_keeps_by_its_own_threshold(digits):
-    m, before, measured = control_once(digits, lot_warm_fraction=0.0)
+    _m, _before, measured = control_once(digits, lot_warm_fraction=0.0)
     ratio = {n: q["eta_eff"] / q["tau"] for n, q in measured.items()}
     lo, hi = sorted(ratio.values())[:2]
     safety = math.sqrt(lo * hi)  # between two layers' eta_eff / tau: cools exactly the layers above it
-    m2, before2, measured2 = control_once(digits, lot_warm_fraction=0.0, lot_safety=safety, lot_floor=0.0)
+    _m2, _before2, measured2 = control_once(digits, lot_warm_fraction=0.0, lot_safety=safety, lot_floor=0.0)
     for n, q in measured2.items():
         assert q["action"] == (COOL if ratio[n] > safety else KEEP), n
 
@@ -357,7 +357,7 @@ def test_per_layer_lrs_carry_over_a_fresh_optimiser_unless_told_not_to(digits):
 
 
 def test_scheduler_state_round_trips_through_a_checkpoint(digits):
-    kw = dict(lr_scheduler="lot", lot_every=4, reset_optimizer=False, lot_threshold="combined", lot_window=3)
+    kw = {"lr_scheduler": "lot", "lot_every": 4, "reset_optimizer": False, "lot_threshold": "combined", "lot_window": 3}
     a = make(digits, **kw)
     a.learn_task(0, digits.tasks[0].on(CPU, "train"))
     b = make(digits, seed=5, **kw)
@@ -548,7 +548,7 @@ def test_every_finetune_method_gets_the_penalties_and_the_scheduler(digits, meth
 
 
 def test_penalties_change_training_and_round_trip_through_a_checkpoint(digits):
-    kw = dict(wasserstein_lambda=0.5, reset_optimizer=False)
+    kw = {"wasserstein_lambda": 0.5, "reset_optimizer": False}
     a, plain = make(digits, **kw), make(digits)
     for m in (a, plain):
         m.learn_task(0, digits.tasks[0].on(CPU, "train"))
