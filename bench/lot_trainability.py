@@ -25,9 +25,9 @@ import torch
 import datasets
 from datasets.common import LoadContext
 from methods import METHODS
-from orchestrator.study.schema import TrialSpec
 from orchestrator.results.records import matrix_array
 from orchestrator.run.trial import run_trial
+from orchestrator.study.schema import TrialSpec
 
 
 def own_task_accuracy(rec) -> np.ndarray:
@@ -54,8 +54,8 @@ def main() -> None:
     entry = datasets.BENCHMARKS.get("random_label_mnist")
     bench = entry.target(entry.params(num_tasks=args.tasks, num_images=args.images, download=False),
                          LoadContext.resolve(cli_root=args.data_root))
-    base = dict(optimizer={"name": "adam", "lr": 1e-3}, network={"hidden": [256, 256]},
-                training={"batch_size": 256, "epochs": args.epochs, "reset_optimizer": False})
+    base = {"optimizer": {"name": "adam", "lr": 1e-3}, "network": {"hidden": [256, 256]},
+            "training": {"batch_size": 256, "epochs": args.epochs, "reset_optimizer": False}}
     runs = {"adam": base} | {f"adam+lot K={k}": {**base, "lr_scheduler": {"name": "lot", "every": k}}
                              for k in args.every}
     order = tuple(range(args.tasks))
@@ -77,6 +77,8 @@ def main() -> None:
         print("  a[t,t] last tasks:  " + "  ".join(f"t{t}: {v:5.1f}" for t, v in list(enumerate(a))[-3:]))
         print(f"  mean a[t,t] of the first {k}: {a[:k].mean():5.1f}   of the last {k}: {a[-k:].mean():5.1f}")
         print("  a[t,t] all: " + " ".join(f"{v:.0f}" for v in a))
+        online = np.array([r.get("info_online_acc", np.nan) for r in rec["task_info"]])
+        print(f"  online training accuracy: mean {np.nanmean(online):5.1f}, of the last {k} {np.nanmean(online[-k:]):5.1f}")
         if "trace" in rec:
             trace = rec["trace"]
             final = {key.split("/", 1)[1]: next((v for v in reversed(trace[key]) if v is not None), None)
@@ -88,7 +90,7 @@ def main() -> None:
             print(f"  {cools:.0f} cools, {warms:.0f} warms over {len(trace['step'])} control steps "
                   f"({control:.0f} s of control work)")
             for layer in final:
-                medians = {q: _median(trace[f"{q}/{layer}"]) for q in ("eta_eff", "eta_crit", "G", "sigma2", "V", "sharpness")}
+                medians = {q: _median(trace[f"{q}/{layer}"]) for q in ("eta_eff", "tau", "G", "sigma2", "V", "sharpness")}
                 print(f"  {layer} medians over control steps: " + ", ".join(f"{q} {v:.3g}" for q, v in medians.items()))
     if args.figures is not None:
         from orchestrator.report.analysis import analyse

@@ -15,7 +15,7 @@ is and ``tag`` its name within a tagged union (None for network, training).
 components each one accepts, so ``clorch list`` can print each shared
 component once and every method with only its own fields.
 
-Old flat keys (``lr``, ``epochs``, ``lot_rho``, ``l2_lambda``...) keep
+Old flat keys (``lr``, ``epochs``, ``lot_every``, ``l2_lambda``...) keep
 validating for one release: each component module registers a migration
 (``register_flat_keys``), and ``migrate_flat_keys(Params, data)``, called from
 a ``model_validator(mode="before")``, nests them, emitting a
@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import typing
 import warnings
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -50,7 +51,7 @@ class Component(BaseModel):
         return cls.kind if cls.tag is None else f"{cls.kind} {cls.tag}"
 
     @classmethod
-    def shared(cls) -> type["Component"]:
+    def shared(cls) -> type[Component]:
         """The shared component this one specialises: the nearest class that sets its own ``tag`` (or
         ``kind``, untagged). A method that narrows a default (HALRP's adam lr) subclasses without
         setting either, and a listing prints the shared one once and the method's changed defaults."""

@@ -10,21 +10,29 @@ Components every subclass inherits (GradientParams, methods/params.py; the
 switches all off by default): ``penalties`` entries attach the weight
 penalties of methods/penalties.py, and ``lr_scheduler: {name: lot}`` puts the
 loss-of-trainability scheduler (methods/lot_scheduler.py) on top of Adam: one
-param group per layer, and a call after every optimiser step that does its
-per-layer work every ``every`` steps only.
+param group per layer, and a call before every optimiser step (after the
+backward, so on the weights, gradients and penalties the step acts on) that
+does its per-layer work every ``every`` steps only.
+
+Every task's info carries ``online_acc`` (the training minibatches' accuracy
+in their own step's forward pass, before the update: mean over the task, and
+``online_acc_last_epoch``); ``training: {dead_units: true}`` adds
+``dead_<activation>``, the fraction of each ReLU/CReLU layer's units that
+output 0 on every training image of the task, after it.
 """
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
-
 from datasets.benchmark import DeviceSplit
 from methods.loop import fit, num_batches
 from methods.lot_scheduler import LotSchedule, LotScheduler
+from methods.lot_signals import dead_unit_fractions
 from methods.network import TaskNetwork
 from methods.params import GradientParams
 from methods.penalties import weight_penalties
@@ -107,12 +115,19 @@ class Finetune:
         net = self.net  # raw logits through the loop (what the per-step hooks see), masked for the loss
         info = self.train(lambda xb: net.raw(xb, task_id), lambda z, y: F.cross_entropy(net.mask(z), y),
                           data.x, data.y)
+        if self.p.training.dead_units:
+            info.update({f"dead_{k}": v for k, v in
+                         dead_unit_fractions(self.net, lambda xb: self.net(xb, task_id), data.x).items()})
         for penalty in self.penalties:
             info.update(penalty.after_task(self.net, task_id, data))
         if self.scheduler is not None:
             info.update(self.scheduler.task_info())
         info.update(self.end_task(task_id, data) or {})
         return info
+
+    def task_series(self) -> dict[str, float]:
+        """The scheduler's per-layer counts of this task: ``n_lot_cools/<layer>``, ``n_lot_warms/<layer>``."""
+        return {} if self.scheduler is None else self.scheduler.task_series()
 
     def trace(self) -> dict[str, list] | None:
         """The scheduler's per-layer series over the control steps (None without a scheduler)."""
@@ -125,49 +140,77 @@ class Finetune:
     def train(self, forward: Callable[[torch.Tensor], torch.Tensor],
               criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
               x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """Epochs of minibatch steps of criterion(forward(x), y) + penalties."""
+        """Epochs of minibatch steps of criterion(forward(x), y) + penalties.
+
+        Returns the loop's loss figures and, when ``y`` holds class labels,
+        ``online_acc`` (and ``online_acc_last_epoch``): the percentage of the
+        training minibatches' samples the network predicted right in the
+        forward pass of their step, before the update (counted on the device:
+        one sync per task).
+        """
         loop = self.p.training
         if self.optimizer is None or loop.reset_optimizer:
             self.optimizer = self.p.optimizer.build(self._optimizer_params())
         net, opt, penalties, scheduler = self.net, self.optimizer, self.penalties, self.scheduler
-        if scheduler is not None:
-            steps = loop.epochs * num_batches(x.shape[0], loop.batch_size)
-            scheduler.begin(opt, lambda xb, yb: criterion(forward(xb), yb), total_steps=steps)
-        net.train()
         # a hook costs a call per step only when a subclass defines it
         hook, batch_loss, before_step, after_step = (
             getattr(self, name) if getattr(type(self), name) is not getattr(Finetune, name) else None
             for name in ("extra_loss", "batch_loss", "before_step", "after_step"))
         task_id = getattr(self, "_task_id", None)
 
-        def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            logits = forward(xb)
-            loss = criterion(logits, yb)
-            for penalty in penalties:
-                extra = penalty.loss(net)
-                if extra is not None:
-                    loss = loss + extra
+        def extra_terms() -> list[torch.Tensor]:
+            """What the step adds to the task loss, in order: the penalties, then the hook's term."""
+            terms = [t for t in (penalty.loss(net) for penalty in penalties) if t is not None]
             if hook is not None:
                 extra = hook(task_id)
                 if extra is not None:
-                    loss = loss + extra
+                    terms.append(extra)
+            return terms
+
+        per_epoch = num_batches(x.shape[0], loop.batch_size)
+        if scheduler is not None:
+            scheduler.begin(opt, lambda xb, yb: criterion(forward(xb), yb), total_steps=loop.epochs * per_epoch,
+                            extra=extra_terms)
+        net.train()
+        labels = y.ndim == 1 and not torch.is_floating_point(y)  # class labels: count the hits
+        correct = torch.zeros((), dtype=torch.long, device=x.device)
+        counted = {"steps": 0, "last_epoch_from": (loop.epochs - 1) * per_epoch, "last_epoch_correct": None}
+        masked = getattr(net, "mask", None)  # class_incremental: predictions among the live classes only
+
+        def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            nonlocal correct
+            logits = forward(xb)
+            loss = criterion(logits, yb)
+            for extra in extra_terms():
+                loss = loss + extra
+            if labels:
+                if counted["steps"] == counted["last_epoch_from"]:
+                    counted["last_epoch_correct"] = correct.clone()
+                shown = logits.detach() if masked is None else masked(logits.detach())
+                correct = correct + (shown.argmax(dim=1) == yb).sum()
+                counted["steps"] += 1
             if batch_loss is not None:
                 loss = batch_loss(xb, yb, logits, loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if before_step is not None:
                 before_step()
+            if scheduler is not None:  # measures on the weights and gradients this step will act on
+                scheduler.before_step(xb, yb)
             opt.step()
             if after_step is not None:
                 after_step(xb, yb, logits)
-            if scheduler is not None:
-                scheduler.after_step(xb, yb)
             return loss
 
         info = fit(step, x, y, epochs=loop.epochs, batch_size=loop.batch_size, generator=self.generator)
         check = getattr(opt, "check", None)  # optimisers that can tell divergence the loss does not show yet
         if check is not None:
             check()
+        if labels:
+            n = x.shape[0]
+            info["online_acc"] = 100.0 * correct.item() / (loop.epochs * n)
+            last = correct - counted["last_epoch_correct"] if counted["last_epoch_correct"] is not None else correct
+            info["online_acc_last_epoch"] = 100.0 * last.item() / n
         return info
 
     @torch.no_grad()

@@ -6,16 +6,17 @@ is checked for NaN/inf once per epoch (one device sync), not per step.
 A trailing batch of one sample (batch_size > 1) joins the batch before it:
 BatchNorm cannot train on one sample, and every method gets the same batches.
 
-``LoopParams`` is the ``training`` parameter component: epochs, batch size
-and whether the optimiser starts fresh at every task.
+``LoopParams`` is the ``training`` parameter component: epochs, batch size,
+whether the optimiser starts fresh at every task, and the dead-unit count
+after each task (a diagnostic, off by default).
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from methods.components import Component, nest_keys, register_flat_keys
 from methods.protocol import TrainingDiverged
@@ -31,6 +32,16 @@ class LoopParams(Component):
     epochs: int = Field(5, ge=1, le=100_000, description="epochs per task")
     batch_size: int = Field(32, ge=1, le=1_000_000, description="minibatch size")
     reset_optimizer: bool = Field(True, description="fresh optimiser state at every task")
+    dead_units: bool = Field(False, description="after each task, info dead_<activation>: the fraction of each ReLU/CReLU layer's units that output 0 on every training image of the task (one forward pass over it)")
+
+    @model_serializer(mode="wrap")
+    def _omit_when_off(self, handler):
+        # off (the default), the switch is left out of the dump, so the config ids (hashes of
+        # the dumped params) of studies that never set it are what they were before it existed
+        out = handler(self)
+        if not self.dead_units and isinstance(out, dict):
+            out.pop("dead_units", None)
+        return out
 
 
 register_flat_keys("training", nest_keys("training", {k: k for k in ("epochs", "batch_size", "reset_optimizer")}))

@@ -64,7 +64,11 @@ class Method(Protocol):
     # ``series[name][position]`` (orchestrator/results/records.py), MLflow gets
     # ``series/<name>`` (``series/<name>/<k>`` per element) with the position as
     # step, and the report draws one figure per name and config: value against
-    # the task position, a line per element. ``learn_task``'s returned scalars
+    # the task position, a line per element; names ``group/element`` are drawn
+    # together, a line per element (``n_lot_cools/backbone.1``), and a name
+    # starting with ``n_`` declares a count per task (how often something
+    # happened in it): the report also tabulates its total over the tasks and
+    # the tasks where it was above 0. ``learn_task``'s returned scalars
     # stay what they are (``info_<key>`` per task).
     #
     # Optional: ``trace() -> dict[str, list] | None``, called once at the end of

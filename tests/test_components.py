@@ -31,12 +31,12 @@ def nested(name: str, data: dict):
 @pytest.mark.parametrize("name,old,new", [
     ("finetune",
      dict(backbone="mlp", hidden=[64], activation="crelu", epochs=3, batch_size=16, reset_optimizer=False,
-          optimizer="adam", lr=0.001, weight_decay=0.01, lr_scheduler="lot", lot_every=10, lot_rho=0.5,
+          optimizer="adam", lr=0.001, weight_decay=0.01, lr_scheduler="lot", lot_every=10, lot_safety=0.5,
           lot_keep_lr=False, wasserstein_lambda=0.01, l2_lambda=0.0),
      dict(network={"backbone": "mlp", "hidden": [64], "activation": "crelu"},
           training={"epochs": 3, "batch_size": 16, "reset_optimizer": False},
           optimizer={"name": "adam", "lr": 0.001, "weight_decay": 0.01},
-          lr_scheduler={"name": "lot", "every": 10, "rho": 0.5, "keep_lr": False},
+          lr_scheduler={"name": "lot", "every": 10, "safety": 0.5, "keep_lr": False},
           penalties=[{"name": "wasserstein", "lambda": 0.01}])),
     ("finetune",
      dict(optimizer="idbd", lr=0.05, idbd_meta_lr=0.01, idbd_normalized=True, idbd_groups="layer", idbd_max_step=5.0,
@@ -171,16 +171,16 @@ def test_listing_prints_each_shared_component_once():
     text = describe_all()
     lines = text.splitlines()
     assert sum(line.strip().startswith("meta_lr:") for line in lines) == 1
-    assert sum(line.strip().startswith("rho:") for line in lines) == 1
+    assert sum(line.strip().startswith("safety:") for line in lines) == 1
     assert sum(line.strip().startswith("backbone:") for line in lines) == 1
     assert text.index("components") < text.index("backbones") < text.index("methods:") < text.index("benchmarks:")
     assert "optimizer (adam | sgd | rmsprop = adam; lr = 0.001 here)" in text
     one = describe_one("finetune")
     assert len(one.splitlines()) < 40
     for part in ("network: network", "training: training", "optimizer: sgd | adam | rmsprop | idbd = sgd",
-                 "lr_scheduler: none | lot = none", "penalties: list[wasserstein | l2] = []", "meta_lr:", "rho:"):
+                 "lr_scheduler: none | lot = none", "penalties: list[wasserstein | l2] = []", "meta_lr:", "safety:"):
         assert part in one
-    assert "lr: float = 0.001" in describe_one("halrp") and "rho:" not in describe_one("halrp")
+    assert "lr: float = 0.001" in describe_one("halrp") and "safety:" not in describe_one("halrp")
     assert describe_one("permuted_digits").startswith("benchmark permuted_digits")
     assert describe_all(["finetune", "ewc"]).count("method ") == 2
     with pytest.raises(KeyError, match="no method or benchmark named 'nope'"):

@@ -15,7 +15,19 @@ themselves label (methods/protocol.py describes both hooks).
   group of one. Mean over the config's trials with their min-max band.
 - ``series_<name>_<config>``: a record's ``series[name]`` holds a value per
   task position (a float, or a list of floats: one line per element), mean
-  over the config's trials against the position.
+  over the config's trials against the position. As for traces, series named
+  ``group/element`` are drawn together: one figure per group and config, a
+  line per element (``n_lot_cools/backbone.1`` is the line ``backbone.1`` of
+  ``series_n_lot_cools_<config>``).
+- A table of counts: a series (group) whose name starts with ``n_`` declares
+  itself a count per task (how often something happened in the task:
+  ``n_lot_cools/backbone.1``); if its values are all non-negative integers the
+  table gives, per config and element, its total over the tasks and the
+  number of tasks where it was above 0 (mean over the trials), so a count
+  that stays 0 reads "never".
+
+Each config's trace figures come first, then its series figures, so what a
+config counted per task sits beside what it traced per step.
 
 Drawn without pyplot (as orchestrator.report.figures). ``write`` is the
 report's entry point: it draws nothing for records without either, and removes
@@ -46,8 +58,11 @@ CAPTIONS = {
                     "per element), mean over the config's trials with the min-max band; dotted lines: task "
                     "boundaries.",
     "series": "Per-task series the method reported after each task (``task_series()``), one figure per series "
-              "and config, mean over the config's trials against the task's position; a vector-valued series "
-              "has a line per element.",
+              "(series named ``group/element`` drawn together) and config, mean over the config's trials against "
+              "the task's position; a line per element.",
+    "counts": "Counts the methods reported per task (series named ``n_...``), mean "
+              "over each config's trials: the total over the tasks, and in how many tasks it was above 0 "
+              "(\"never\": 0 in every task).",
 }
 
 
@@ -148,10 +163,11 @@ def lr_trajectories(result: ConfigResult) -> Figure:
 
 
 def series_names(result: ConfigResult) -> list[str]:
+    """The series of a config as drawn: a ``group`` for every ``group/element`` name, else the name."""
     out: dict[str, None] = {}
     for rec in result.records:
         for name in getattr(rec, "series", None) or {}:
-            out.setdefault(name)
+            out.setdefault(_split(name)[0])
     return list(out)
 
 
@@ -170,27 +186,86 @@ def series_values(records: list[TrialRecord], name: str) -> np.ndarray:
     return out
 
 
+def series_elements(records: list[TrialRecord], group: str) -> dict[str, np.ndarray]:
+    """element label -> (trials x positions) of a drawn series: the ``group/element`` series of the
+    records (scalars), or the elements ``0, 1, ...`` of a series named ``group`` (a scalar: one, ``group``)."""
+    keys = sorted({k for rec in records for k in (getattr(rec, "series", None) or {}) if "/" in k
+                   and _split(k)[0] == group})
+    if keys:
+        recs = [rec for rec in records if any(k in (getattr(rec, "series", None) or {}) for k in keys)]
+        positions = max(len(rec.series.get(k) or []) for rec in recs for k in keys)
+        out = {}
+        for k in keys:
+            values = np.full((len(recs), positions), np.nan)
+            for i, rec in enumerate(recs):
+                for p, v in enumerate(rec.series.get(k) or []):
+                    if v is not None and not isinstance(v, list):
+                        values[i, p] = v
+            out[_split(k)[1]] = values
+        return out
+    values = series_values(records, group)
+    width = values.shape[2]
+    return {(str(e) if width > 1 else group): values[:, :, e] for e in range(width)}
+
+
 def series_figure(result: ConfigResult, name: str) -> Figure:
-    """``series[name]`` against the task position, mean over the config's trials; a line per element."""
-    values = series_values(result.records, name)
+    """A drawn series against the task position, mean over the config's trials; a line per element."""
+    elements = series_elements(result.records, name)
+    trials = max((v.shape[0] for v in elements.values()), default=0)
     fig = Figure(figsize=(8.0, 4.5), layout="constrained")
     ax = fig.subplots()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(values, axis=0) if values.size else np.zeros((0, 1))
-    x = np.arange(1, mean.shape[0] + 1)
-    width = mean.shape[1]
-    for e in range(width):
-        ax.plot(x, mean[:, e], "-", marker="o" if len(x) <= 30 else None, ms=3,
-                label=str(e) if width > 1 else name)
+    for label, values in elements.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(values, axis=0) if values.size else np.zeros(0)
+        x = np.arange(1, len(mean) + 1)
+        ax.plot(x, mean, "-", marker="o" if len(x) <= 30 else None, ms=3, label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("position in the order (1 = learned first)")
     ax.set_ylabel(name)
-    ax.set_title(f"{result.name}: {name} after each task ({values.shape[0]} trial(s))")
-    if width <= 20:
-        ax.legend(fontsize=8, ncol=2, title="element" if width > 1 else None)
+    ax.set_title(f"{result.name}: {name} after each task ({trials} trial(s))")
+    if len(elements) <= 20:
+        ax.legend(fontsize=8, ncol=2, title="element" if len(elements) > 1 else None)
     ax.grid(alpha=0.3)
     return fig
+
+
+COUNT_PREFIX = "n_"  # a series named n_<what> (or n_<what>/<element>) is a count per task
+
+
+def _is_count(values: np.ndarray) -> bool:
+    v = values[np.isfinite(values)]
+    return bool(v.size) and bool((v >= 0).all()) and bool((v == np.round(v)).all())
+
+
+def count_rows(results: list[ConfigResult]) -> list[tuple[str, str, str, float, float, int]]:
+    """(config, series group, element, total over the tasks, tasks above 0, tasks with a value), means over
+    the config's trials, for every drawn series named ``n_...`` whose values are all non-negative integers."""
+    out = []
+    for r in results:
+        for group in series_names(r):
+            if not group.startswith(COUNT_PREFIX):
+                continue
+            elements = series_elements(r.records, group)
+            if not elements or not all(_is_count(v) for v in elements.values()):
+                continue
+            for label, values in elements.items():
+                present = np.isfinite(values)
+                out.append((r.name, group, label, float(np.nansum(values, axis=1).mean()),
+                            float((np.nan_to_num(values) > 0).sum(axis=1).mean()), int(present.sum(axis=1).max())))
+    return out
+
+
+def counts_table(results: list[ConfigResult]) -> list[str]:
+    """The markdown table of ``count_rows`` (empty when no series is a count)."""
+    rows = count_rows(results)
+    if not rows:
+        return []
+    lines = ["| config | count | element | total over the tasks | tasks with any |", "|---|---|---|---:|---:|"]
+    for config, group, label, total, nonzero, tasks in rows:
+        lines.append(f"| {config} | {group} | {label} | {total:g} | {nonzero:g} of {tasks}"
+                     + (" (never)" if total == 0 else "") + " |")
+    return lines
 
 
 # ---------------------------------------------------------------- the report's section
@@ -209,21 +284,27 @@ def write(results: list[ConfigResult], fig_dir: Path) -> tuple[dict[str, Path], 
     fig_dir.mkdir(parents=True, exist_ok=True)
     stale = [*fig_dir.glob("*_trajectories_*.png"), *fig_dir.glob("series_*.png"), fig_dir / "trainability.png"]
     written: dict[str, Path] = {}
-    drawn_traces, drawn_series = [], []
+    per_config: list[list[str]] = []  # each config's figures: its traces, then its series
+    kinds: set[str] = set()
 
     def save(name: str, fig: Figure) -> None:
         written[name] = fig_dir / f"{name}.png"
         fig.savefig(written[name], dpi=110)
 
     for r in results:
+        mine = []
         for group in trace_groups(r):
             name = f"{_file_safe(group)}_trajectories_{_file_safe(r.name)}"
             save(name, trajectories(r, group))
-            drawn_traces.append(name)
+            mine.append(name)
+            kinds.add("trajectories")
         for series in series_names(r):
             name = f"series_{_file_safe(series)}_{_file_safe(r.name)}"
             save(name, series_figure(r, series))
-            drawn_series.append(name)
+            mine.append(name)
+            kinds.add("series")
+        if mine:
+            per_config.append(mine)
     if written and any(r.ok for r in results):
         save("trainability", trainability(results))
     for path in stale:
@@ -234,9 +315,13 @@ def write(results: list[ConfigResult], fig_dir: Path) -> tuple[dict[str, Path], 
     lines = ["", "## Trainability and what the methods recorded", ""]
     if "trainability" in written:
         lines += [f"![trainability]({fig_dir.name}/trainability.png)", "", CAPTIONS["trainability"], ""]
-    for names, caption in ((drawn_traces, "trajectories"), (drawn_series, "series")):
-        if names:
-            for n in names:
-                lines += [f"![{n}]({fig_dir.name}/{written[n].name})", ""]
-            lines += [CAPTIONS[caption], ""]
+    for names in per_config:
+        for n in names:
+            lines += [f"![{n}]({fig_dir.name}/{written[n].name})", ""]
+    for kind in ("trajectories", "series"):
+        if kind in kinds:
+            lines += [CAPTIONS[kind], ""]
+    table = counts_table(results)
+    if table:
+        lines += [CAPTIONS["counts"], "", *table, ""]
     return written, "\n".join(lines)
