@@ -106,6 +106,27 @@ def make_task(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
     )
 
 
+def cap_eval_splits(task: Task, max_val: int | None, max_test: int | None, seed: int) -> Task:
+    """``task`` with its validation and test splits cut to about ``max_val`` / ``max_test`` images.
+
+    A stratified seeded subsample (the same share of every class, seeded by
+    ``seed``), so tasks that are one image set under different transforms
+    (permutations) keep the same images. None, or a split already small
+    enough, is left as it is. Training data is never touched.
+    """
+    import dataclasses
+
+    def cut(x: np.ndarray | None, y: np.ndarray | None, n: int | None, part: int):
+        if x is None or y is None or n is None or len(y) <= n:
+            return x, y
+        _, keep = stratified_split(y, n / len(y), np.random.default_rng([seed, part]))
+        return np.ascontiguousarray(x[keep]), y[keep]
+
+    x_val, y_val = cut(task.x_val, task.y_val, max_val, 1)
+    x_test, y_test = cut(task.x_test, task.y_test, max_test, 2)
+    return dataclasses.replace(task, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test)
+
+
 def class_order(num_classes: int, seed: int | None) -> list[int]:
     """Classes 0..K-1, shuffled by ``seed`` (None keeps the natural order)."""
     order = np.arange(num_classes)
