@@ -541,3 +541,27 @@ def test_study_file_validates_with_its_search_spaces():
     assert {"halrp", "finetune", "ewc"} <= names and study.num_tasks == 10 and len(study.task_orders()) == 5
     searched = next(m for m in study.methods if m.label == "halrp_search").params
     assert {"wd_rate", "l1_hyp", "approx_rate", "upper_rank", "prune_bound"} <= set(searched)
+    assert study.search.selection == "val"  # the search chooses on validation
+    # "the paper's setting": the preset unchanged, on the authors' input and split
+    paper = next(m for m in study.methods if m.display == "halrp")
+    assert paper.params == {"preset": "pmnist"}
+    bench = study.benchmark_params()
+    assert (bench.protocol, bench.pmnist_input, bench.val_fraction) == ("halrp", "official", 0.2)
+
+
+def test_the_reproduction_study_is_the_cpu_sized_paper_setting():
+    from pathlib import Path
+
+    from orchestrator.study.loading import load_study
+
+    study = load_study(Path(__file__).resolve().parents[1] / "studies" / "halrp_pmnist_reproduction.yaml")
+    bench = study.benchmark_params()
+    assert (bench.protocol, bench.pmnist_input, bench.num_tasks, bench.val_fraction) == ("halrp", "official", 5, 0.2)
+    assert 0.04 <= bench.train_fraction <= 0.06 and bench.max_test_per_task >= 2000
+    orders = study.task_orders()
+    assert sorted(o[0] for o in orders) == list(range(5))  # every task is the base once (Latin square)
+    assert all(sorted(o[p] for o in orders) == list(range(5)) for p in range(5))
+    methods = {m.display: m.params for m in study.methods}
+    assert methods["halrp"] == {"preset": "pmnist", "training": {"epochs": 3}}  # the preset but for epochs
+    assert methods["ewc"]["ewc_lambda"] == {"grid": [10.0, 100.0, 1000.0]} and "finetune" in methods
+    assert study.search.selection == "val" and study.search.algorithm == "grid"
