@@ -32,11 +32,11 @@ import torch
 
 import methods
 from datasets import LoadContext, load_benchmark
-from orchestrator.study.schema import TrialSpec
-from orchestrator.study.orders import random_orders
-from orchestrator.results.stats import config_stats
 from orchestrator.results.records import matrix_array
+from orchestrator.results.stats import config_stats
 from orchestrator.run.trial import run_trial
+from orchestrator.study.orders import random_orders
+from orchestrator.study.schema import TrialSpec
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -67,8 +67,8 @@ def main() -> None:
                                                   "max_val_per_task": args.val_per_task,
                                                   "max_test_per_task": args.test_per_task},
                                LoadContext(Path(tmp)))
-    shared = dict(network={"backbone": "lenet"}, optimizer={"name": "adam", "lr": 1e-3},
-                  training={"epochs": args.epochs, "batch_size": args.batch_size})
+    shared = {"network": {"backbone": "lenet"}, "optimizer": {"name": "adam", "lr": 1e-3},
+              "training": {"epochs": args.epochs, "batch_size": args.batch_size}}
     configs = {
         "halrp": resolved_params("halrp", preset="pmnist", **shared, prune_bound=args.prune_bound),
         "finetune": resolved_params("finetune", **shared),

@@ -13,9 +13,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,7 +42,7 @@ class LoadContext:
     root: Path
 
     @classmethod
-    def resolve(cls, study_root: str | None = None, cli_root: str | None = None) -> "LoadContext":
+    def resolve(cls, study_root: str | None = None, cli_root: str | None = None) -> LoadContext:
         root = study_root or cli_root or os.environ.get(DATA_ROOT_ENV) or "data"
         return cls(Path(root).expanduser().resolve())
 

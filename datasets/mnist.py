@@ -41,8 +41,15 @@ import torch
 from pydantic import Field, model_validator
 
 from datasets.benchmark import Benchmark, Task
-from datasets.common import (FileParams, LoadContext, MissingData, cap_eval_splits, class_order, make_task,
-                             uint8_normalization)
+from datasets.common import (
+    FileParams,
+    LoadContext,
+    MissingData,
+    cap_eval_splits,
+    class_order,
+    make_task,
+    uint8_normalization,
+)
 from datasets.registry import BENCHMARKS
 
 Dataset = Literal["mnist", "fashion_mnist", "kmnist"]

@@ -67,7 +67,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -75,23 +75,35 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from datasets.benchmark import DeviceSplit
+from methods import optimizers
 from methods.backbones import NetworkParams
 from methods.components import migrate_flat_keys
-from methods.halrp_layers import (Perturbed, kernel_positions, make_perturbed, perturbable_layers,
-                                  replace_module)
-from methods.halrp_math import (factor_init, least_squares_scales, prune_threshold, pruning_rate,
-                                residual_matrix, select_ranks, svd)
+from methods.halrp_layers import (
+    Perturbed,
+    kernel_positions,
+    make_perturbed,
+    perturbable_layers,
+    replace_module,
+)
+from methods.halrp_math import (
+    factor_init,
+    least_squares_scales,
+    prune_threshold,
+    pruning_rate,
+    residual_matrix,
+    select_ranks,
+    svd,
+)
 from methods.halrp_presets import OFFICIAL_RUNS, PRESETS, VARIANTS, apply_preset
 from methods.loop import LoopParams, fit, num_batches
 from methods.network import TaskNetwork
-from methods import optimizers
 from methods.protocol import MethodContext
 from methods.registry import METHODS
 
 PHASES = ("base", "free_finetune", "importance", "svd_rank", "lowrank", "prune")
 
 
-_HALRP_LR = dict(gt=0.0, le=10.0, description="initial learning rate of every phase")
+_HALRP_LR = {"gt": 0.0, "le": 10.0, "description": "initial learning rate of every phase"}
 Decay = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
@@ -112,7 +124,7 @@ class HALRPParams(BaseModel):
 
     network: NetworkParams = Field(default_factory=NetworkParams, description="the backbone (its conv/linear layers are perturbed)")
     training: LoopParams = Field(default_factory=LoopParams, description="epochs (free fine-tune + low-rank) and batches of every phase; reset_optimizer must stay true")
-    optimizer: Annotated[Union[Adam, Sgd, Rmsprop], Field(discriminator="name")] = Field(
+    optimizer: Annotated[Adam | Sgd | Rmsprop, Field(discriminator="name")] = Field(
         default_factory=Adam, description="optimiser of every phase (the paper: adam), lr 1e-3 by default")
     preset: str | None = Field(None, description=f"the authors' run (hyperparameters, network, quirks), filling every parameter not set: {' | '.join(PRESETS)}")
     variant: Literal[VARIANTS] | None = Field(None, description="official: the authors' quirks | clorch: ours (scale_l2_target 1, prune_rule strict, task biases counted, lr x0.95 per epoch, grad_multiplier 1, backbones alexnet/resnet9); null: official under a preset, else the field defaults (ours); explicit keys win")  # type: ignore[valid-type]
@@ -251,7 +263,7 @@ class HALRP:
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
-        backbone = self.tasks[str(task_id)] if str(task_id) in self.tasks else self.net.backbone
+        backbone = self.tasks[str(task_id)] if str(task_id) in self.tasks else self.net.backbone  # noqa: SIM401 (ModuleDict has no get)
         head = self.net.head(task_id)
         backbone.eval()
         head.eval()

@@ -6,7 +6,8 @@ kh*kw entries of a conv filter (1 for a linear layer).
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch

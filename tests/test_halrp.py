@@ -9,15 +9,27 @@ from torch import nn
 
 import datasets
 from methods import METHODS, MethodContext, seed_everything
-from methods.halrp_layers import PerturbedConv2d, PerturbedLinear, kernel_positions, perturbable_layers
-from methods.halrp_math import (factor_init, least_squares_scales, prune_threshold, pruning_rate, residual_matrix,
-                                select_ranks, svd)
-from orchestrator.study.schema import TrialSpec
+from methods.halrp_layers import (
+    PerturbedConv2d,
+    PerturbedLinear,
+    kernel_positions,
+    perturbable_layers,
+)
+from methods.halrp_math import (
+    factor_init,
+    least_squares_scales,
+    prune_threshold,
+    pruning_rate,
+    residual_matrix,
+    select_ranks,
+    svd,
+)
 from orchestrator.results.records import matrix_array
 from orchestrator.run.trial import run_trial
+from orchestrator.study.schema import TrialSpec
 
 CPU = torch.device("cpu")
-SMALL = dict(backbone="mlp", hidden=[32, 32], epochs=3, batch_size=32, lr=3e-3, upper_rank=8)
+SMALL = {"backbone": "mlp", "hidden": [32, 32], "epochs": 3, "batch_size": 32, "lr": 3e-3, "upper_rank": 8}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -515,16 +527,16 @@ def test_halrp_perturbs_every_conv_of_the_official_resnet18_biases_included(digi
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(preset="cifar"), "unknown preset 'cifar'; available: pmnist"),
-    (dict(preset="pmnist", variant="ours"), "unknown variant 'ours'; available: official | clorch"),
-    (dict(lr_decay=1.5), "lr_decay"), (dict(lr_schedule="step"), "lr_schedule"),
-    (dict(training={"epochs": 2}, est_rank_epochs=2), "est_rank_epochs=2 must be < training.epochs=2"),
-    (dict(training={"reset_optimizer": False}), "reset_optimizer: true"),
-    (dict(approx_rate=0.0), "approx_rate"), (dict(approx_rate=1.5), "approx_rate"),
-    (dict(upper_rank=0), "upper_rank"), (dict(prune_bound=1.0), "prune_bound"), (dict(prune_bound=-0.1), "prune_bound"),
-    (dict(wd_rate=-1.0), "wd_rate"), (dict(l1_hyp=-1e-6), "l1_hyp"), (dict(optimizer={"name": "idbd"}), "optimizer"),
-    (dict(lr_scheduler={"name": "lot"}), "lr_scheduler\n  Extra inputs are not permitted"),
-    (dict(penalties=[]), "penalties\n  Extra inputs are not permitted"), (dict(scale_l2_target=0.5), "scale_l2_target"),
+    ({"preset": "cifar"}, "unknown preset 'cifar'; available: pmnist"),
+    ({"preset": "pmnist", "variant": "ours"}, "unknown variant 'ours'; available: official | clorch"),
+    ({"lr_decay": 1.5}, "lr_decay"), ({"lr_schedule": "step"}, "lr_schedule"),
+    ({"training": {"epochs": 2}, "est_rank_epochs": 2}, "est_rank_epochs=2 must be < training.epochs=2"),
+    ({"training": {"reset_optimizer": False}}, "reset_optimizer: true"),
+    ({"approx_rate": 0.0}, "approx_rate"), ({"approx_rate": 1.5}, "approx_rate"),
+    ({"upper_rank": 0}, "upper_rank"), ({"prune_bound": 1.0}, "prune_bound"), ({"prune_bound": -0.1}, "prune_bound"),
+    ({"wd_rate": -1.0}, "wd_rate"), ({"l1_hyp": -1e-6}, "l1_hyp"), ({"optimizer": {"name": "idbd"}}, "optimizer"),
+    ({"lr_scheduler": {"name": "lot"}}, "lr_scheduler\n  Extra inputs are not permitted"),
+    ({"penalties": []}, "penalties\n  Extra inputs are not permitted"), ({"scale_l2_target": 0.5}, "scale_l2_target"),
 ])
 def test_bad_params_are_refused_naming_the_field(bad, match):
     with pytest.raises(ValidationError, match=match):

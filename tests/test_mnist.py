@@ -1,5 +1,4 @@
 """The MNIST family: real MNIST from ../shared/data, and tiny real-format idx files for the others."""
-import gzip
 import os
 import struct
 from pathlib import Path
@@ -7,13 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from pydantic import ValidationError
 
 import datasets
 from datasets import LoadContext, MissingData, load_benchmark
 from datasets.common import DATA_ROOT_ENV
-
-from conftest import SHARED_DATA
 
 needs_mnist = pytest.mark.skipif(not (SHARED_DATA / "MNIST" / "raw").is_dir(),
                                  reason=f"MNIST not found under {SHARED_DATA} (a torchvision root with MNIST/raw/*.gz)")
