@@ -13,9 +13,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,7 +42,7 @@ class LoadContext:
     root: Path
 
     @classmethod
-    def resolve(cls, study_root: str | None = None, cli_root: str | None = None) -> "LoadContext":
+    def resolve(cls, study_root: str | None = None, cli_root: str | None = None) -> LoadContext:
         root = study_root or cli_root or os.environ.get(DATA_ROOT_ENV) or "data"
         return cls(Path(root).expanduser().resolve())
 
@@ -104,6 +104,27 @@ def make_task(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.nd
         x_val=np.ascontiguousarray(x_train[va]), y_val=lut[y_train[va]],
         n_classes=len(classes), classes=classes, normalization=normalization,
     )
+
+
+def cap_eval_splits(task: Task, max_val: int | None, max_test: int | None, seed: int) -> Task:
+    """``task`` with its validation and test splits cut to about ``max_val`` / ``max_test`` images.
+
+    A stratified seeded subsample (the same share of every class, seeded by
+    ``seed``), so tasks that are one image set under different transforms
+    (permutations) keep the same images. None, or a split already small
+    enough, is left as it is. Training data is never touched.
+    """
+    import dataclasses
+
+    def cut(x: np.ndarray | None, y: np.ndarray | None, n: int | None, part: int):
+        if x is None or y is None or n is None or len(y) <= n:
+            return x, y
+        _, keep = stratified_split(y, n / len(y), np.random.default_rng([seed, part]))
+        return np.ascontiguousarray(x[keep]), y[keep]
+
+    x_val, y_val = cut(task.x_val, task.y_val, max_val, 1)
+    x_test, y_test = cut(task.x_test, task.y_test, max_test, 2)
+    return dataclasses.replace(task, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test)
 
 
 def class_order(num_classes: int, seed: int | None) -> list[int]:

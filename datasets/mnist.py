@@ -7,8 +7,19 @@ unpacked without a network.
 
 - permuted_mnist: T tasks, each a fixed pixel permutation, 10 classes.
   protocol ``standard``: 28x28 flattened to 784, task 0 unpermuted.
-  protocol ``halrp``: padded to 32x32 (2 zero pixels each side), 3 identical
-  channels, the 1024 positions permuted for every task, task 0 included (specs/halrp.md).
+  protocol ``halrp`` (3x32x32, every task permuted, task 0 included; specs/halrp.md),
+  ``pmnist_input``:
+  ``official`` (default): the HALRP code's input (loader_pmnist.py): each image
+  bilinearly resized to 32x32 (PIL, as torchvision's Resize(32)), copied to 3
+  channels, normalised with the code's constants Normalize(0.1307, 0.3081),
+  then ONE permutation of all 3072 values per task (our seeded permutation,
+  not sklearn's);
+  ``pad`` [ours]: padded to 32x32 (2 zero pixels each side), one permutation of
+  the 1024 positions copied to 3 identical channels, normalised with the
+  training images' statistics.
+  ``max_val_per_task`` / ``max_test_per_task`` cut the validation / test splits
+  to a stratified seeded subsample, the same images in every task (for
+  CPU-sized studies; the training data is ``train_fraction``'s).
 - split_mnist: 5 tasks of 2 classes (class order optionally seeded).
 - rotated_mnist: T tasks, each the images rotated by one angle (evenly spaced
   in [0, max_angle) or an explicit list), 10 classes.
@@ -27,6 +38,7 @@ unpacked without a network.
 """
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -40,6 +52,7 @@ from datasets.common import (
     FileParams,
     LoadContext,
     MissingData,
+    cap_eval_splits,
     class_order,
     make_task,
     stratified_split,
@@ -200,27 +213,79 @@ def _norm(p: FileParams, x_train: np.ndarray):
 
 
 # ---------------------------------------------------------------- permuted
+OFFICIAL_PMNIST_NORMALIZATION = (0.1307, 0.3081)  # loader_pmnist.py: Normalize(mean, std), every channel
+
+
 class PermutedMnistParams(_MnistParams):
     num_tasks: int = Field(10, ge=1, le=10_000, description="number of permutations")
     protocol: Literal["standard", "halrp"] = Field("standard", description="standard: 784 inputs, task 0 unpermuted; halrp: 3x32x32, all permuted")
+    pmnist_input: Literal["official", "pad"] | None = Field(
+        None, description="protocol halrp only (null there means official): official: the HALRP code's input, "
+                          "bilinear resize to 32x32, Normalize(0.1307, 0.3081), 3 channels, one permutation of all "
+                          "3072 values per task | pad: 2 zero pixels each side, one permutation of the 1024 "
+                          "positions copied to 3 channels, training-set statistics")
     permutation_seed: int = Field(0, description="seed of the permutations")
+    max_val_per_task: int | None = Field(None, ge=1, le=1_000_000, description="cut each task's validation split to about this many images (stratified, seeded, the same images in every task); null: all")
+    max_test_per_task: int | None = Field(None, ge=1, le=1_000_000, description="cut each task's test split to about this many images (stratified, seeded, the same images in every task); null: all 10,000")
+
+    @model_validator(mode="after")
+    def _input_of_the_protocol(self):
+        if self.protocol == "halrp" and self.pmnist_input is None:
+            self.pmnist_input = "official"
+        elif self.protocol == "standard" and self.pmnist_input is not None:
+            raise ValueError(f"pmnist_input {self.pmnist_input!r} is for protocol: halrp (3x32x32 inputs); "
+                             "protocol standard is 784 flat pixels: drop pmnist_input or set protocol: halrp")
+        return self
 
     @property
     def default_setting(self) -> str:
         return "task_incremental" if self.protocol == "halrp" else "domain_incremental"
 
 
+def resize32(x: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28) -> uint8 (N, 32, 32), bilinear: PIL's resize, which torchvision's Resize(32) calls
+    on the PIL images of the HALRP code (so the values are theirs, rounded to uint8 as PIL does)."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(im).resize((32, 32), Image.BILINEAR)) for im in x])
+
+
+@lru_cache(maxsize=2)
+def _resized_arrays(dataset: str, root: Path, download: bool, verify_checksums: bool):
+    x_tr, y_tr, x_te, y_te = mnist_arrays(dataset, root, download, verify_checksums)
+    return resize32(x_tr), y_tr, resize32(x_te), y_te
+
+
+def _pmnist_inputs(p: PermutedMnistParams, ctx: LoadContext | None):
+    """(flat x_train, y_train, flat x_test, y_test, normalization, how a flat row becomes an input)."""
+    if p.protocol == "halrp" and p.pmnist_input == "official":
+        ctx = ctx or LoadContext.resolve()
+        x_tr, y_tr, x_te, y_te = _resized_arrays(p.dataset, ctx.root, p.download, p.verify_checksums)
+        x_tr, x_te = (np.repeat(x.reshape(len(x), 1, -1), 3, axis=1).reshape(len(x), -1) for x in (x_tr, x_te))
+        mean, std = OFFICIAL_PMNIST_NORMALIZATION
+        norm = ((mean,) * 3, (std,) * 3) if p.normalize else None
+        return x_tr, y_tr, x_te, y_te, norm, lambda x: x.reshape(-1, 3, 32, 32)
+    x_tr, y_tr, x_te, y_te = _arrays(p, ctx)
+    if p.protocol == "standard":
+        norm = _norm(p, x_tr)
+        return x_tr.reshape(len(x_tr), -1), y_tr, x_te.reshape(len(x_te), -1), y_te, norm, lambda x: x
+    pad = ((0, 0), (0, 0), (2, 2), (2, 2))
+    x_tr, x_te = np.pad(x_tr, pad), np.pad(x_te, pad)  # zero pixels = background, before normalising
+    norm = _norm(p, x_tr)
+    if norm is not None:
+        norm = (norm[0] * 3, norm[1] * 3)  # the three channels are copies
+    return (x_tr.reshape(len(x_tr), -1), y_tr, x_te.reshape(len(x_te), -1), y_te, norm,
+            lambda x: np.repeat(x.reshape(-1, 1, 32, 32), 3, axis=1))
+
+
 @BENCHMARKS.register("permuted_mnist", PermutedMnistParams)
 def permuted_mnist(p: PermutedMnistParams, ctx: LoadContext | None = None) -> Benchmark:
     """MNIST-style images under T seeded pixel permutations (standard or HALRP protocol)."""
-    x_tr, y_tr, x_te, y_te = _arrays(p, ctx)
-    if p.protocol == "halrp":
-        pad = ((0, 0), (0, 0), (2, 2), (2, 2))
-        x_tr, x_te = np.pad(x_tr, pad), np.pad(x_te, pad)  # zero pixels = background, before normalising
-    norm = _norm(p, x_tr)
-    if p.protocol == "halrp" and norm is not None:
-        norm = (norm[0] * 3, norm[1] * 3)  # the three channels are copies
-    flat_tr, flat_te = x_tr.reshape(len(x_tr), -1), x_te.reshape(len(x_te), -1)
+    flat_tr, y_tr, flat_te, y_te, norm, shape = _pmnist_inputs(p, ctx)
+    # salt=0: the same images are held out for every task (they are one image set, permuted:
+    # per-task draws would train on other tasks' validation images); so the split is drawn once
+    base = make_task(p.dataset, flat_tr, y_tr, flat_te, y_te, range(10), p, salt=0, normalization=norm)
+    base = cap_eval_splits(base, p.max_val_per_task, p.max_test_per_task, p.split_seed)
     side = flat_tr.shape[1]
     rng = np.random.default_rng(p.permutation_seed)
     tasks = []
@@ -228,17 +293,12 @@ def permuted_mnist(p: PermutedMnistParams, ctx: LoadContext | None = None) -> Be
         perm = rng.permutation(side)
         if k == 0 and p.protocol == "standard":
             perm = np.arange(side)
-        tr, te = flat_tr[:, perm], flat_te[:, perm]
-        if p.protocol == "halrp":
-            tr = np.repeat(tr.reshape(-1, 1, 32, 32), 3, axis=1)
-            te = np.repeat(te.reshape(-1, 1, 32, 32), 3, axis=1)
-        # salt=0: the same images are held out for every task (they are one image set, permuted:
-        # per-task draws would train on other tasks' validation images)
-        tasks.append(make_task(f"{p.dataset} permutation {k}", tr, y_tr, te, y_te, range(10), p, salt=0,
-                               normalization=norm))
-    shape = (3, 32, 32) if p.protocol == "halrp" else (784,)
-    setting = "task_incremental" if p.protocol == "halrp" else "domain_incremental"
-    return Benchmark("permuted_mnist", tuple(tasks), shape, default_setting=setting)
+        x_train, x_val, x_test = (None if x is None else np.ascontiguousarray(shape(x[:, perm]))
+                                  for x in (base.x_train, base.x_val, base.x_test))
+        tasks.append(dataclasses.replace(base, name=f"{p.dataset} permutation {k}", x_train=x_train, x_val=x_val,
+                                         x_test=x_test))
+    input_shape = (3, 32, 32) if p.protocol == "halrp" else (784,)
+    return Benchmark("permuted_mnist", tuple(tasks), input_shape, default_setting=p.default_setting)
 
 
 # ---------------------------------------------------------------- split

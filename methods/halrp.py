@@ -22,23 +22,33 @@ biases, BatchNorm copies and head. Learning task t >= 2:
 8. pruning of every task's factors so the model stays within 1 - prune_bound
    of the base's size (``prune_rule``); earlier tasks are re-pruned as it grows.
 
-Every phase uses a fresh optimiser (Adam by default, weight decay 0) with the
-lr decayed by ``lr_decay`` after every epoch, and methods/loop.py's ``fit``.
+Every phase uses a fresh optimiser (Adam by default, weight decay 0) whose lr
+is decayed by ``lr_decay`` per epoch (``lr_schedule``), and methods/loop.py's ``fit``.
 
 Parameters: the ``network``, ``training`` and ``optimizer`` components (adam |
 sgd | rmsprop, lr 1e-3 by default) and HALRP's own fields; no lr_scheduler
 (HALRP has its own lr_decay / lr_schedule) and no penalties (its L2 is wd_rate).
 
+Presets and the variant (methods/halrp_presets.py): ``preset: <benchmark>`` is
+the authors' run: their hyperparameters, their network and every quirk of
+their code; ``variant: clorch`` keeps the preset's hyperparameters with our
+choices for the quirks. Explicit keys win over the variant, the variant over
+the preset.
+
 Quirks of the authors' code, each a switch (our default first):
 - ``scale_l2_target``: 1 | 0 (the code pulls the scales toward 0);
 - ``count_task_biases``: true | false (the code's capacity count omits them);
-- ``lr_schedule``: epoch | batch_cifar (the code decays per batch by
-  lr_decay^(B / (50000/T * 0.8)), one decay per CIFAR-100-split "epoch"
-  whatever the benchmark);
+- ``lr_schedule``: epoch | batch | batch_cifar. epoch: lr x lr_decay after
+  each epoch; batch: the same per-epoch factor spread over the epoch's real
+  steps, lr x lr_decay ** (1 / steps_per_epoch) after every batch (the
+  presets: lr_decay = the official run's per-epoch factor); batch_cifar: the
+  code's formula as written, lr x lr_decay ** (B / (50000/T * 0.8)) per
+  batch, T = the study's task count;
 - ``grad_multiplier``: 1 | 10 (the code scales gradients by 10 before the
   step: a no-op for Adam up to its eps);
 - ``prune_rule``: strict | paper (see methods/halrp_math.pruning_rate);
-- AlexNet's BN without running statistics: backbone ``alexnet_batch_stats``.
+- AlexNet's BN without running statistics: backbone ``alexnet_batch_stats``;
+  the code's ResNet-18 (conv bias, avg_pool2d(., 2)): backbone ``resnet18_halrp``.
 
 [ours], where the spec is silent:
 - ``importance_split: val`` with no validation split (val_fraction 0) is an
@@ -57,7 +67,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -65,23 +75,36 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from datasets.benchmark import DeviceSplit
+from methods import optimizers
 from methods.backbones import NetworkParams
 from methods.components import migrate_flat_keys
-from methods.halrp_layers import (Perturbed, kernel_positions, make_perturbed, perturbable_layers,
-                                  replace_module)
-from methods.halrp_math import (factor_init, least_squares_scales, prune_threshold, pruning_rate,
-                                residual_matrix, select_ranks, svd)
-from methods.halrp_presets import PRESETS, apply_preset
-from methods.loop import LoopParams, fit
+from methods.halrp_layers import (
+    Perturbed,
+    kernel_positions,
+    make_perturbed,
+    perturbable_layers,
+    replace_module,
+)
+from methods.halrp_math import (
+    factor_init,
+    least_squares_scales,
+    prune_threshold,
+    pruning_rate,
+    residual_matrix,
+    select_ranks,
+    svd,
+)
+from methods.halrp_presets import OFFICIAL_RUNS, PRESETS, VARIANTS, apply_preset
+from methods.loop import LoopParams, fit, num_batches
 from methods.network import TaskNetwork
-from methods import optimizers
 from methods.protocol import MethodContext
 from methods.registry import METHODS
 
 PHASES = ("base", "free_finetune", "importance", "svd_rank", "lowrank", "prune")
 
 
-_HALRP_LR = dict(gt=0.0, le=10.0, description="initial learning rate of every phase")
+_HALRP_LR = {"gt": 0.0, "le": 10.0, "description": "initial learning rate of every phase"}
+Decay = Annotated[float, Field(gt=0.0, le=1.0)]
 
 
 class Adam(optimizers.Adam):
@@ -101,9 +124,10 @@ class HALRPParams(BaseModel):
 
     network: NetworkParams = Field(default_factory=NetworkParams, description="the backbone (its conv/linear layers are perturbed)")
     training: LoopParams = Field(default_factory=LoopParams, description="epochs (free fine-tune + low-rank) and batches of every phase; reset_optimizer must stay true")
-    optimizer: Annotated[Union[Adam, Sgd, Rmsprop], Field(discriminator="name")] = Field(
+    optimizer: Annotated[Adam | Sgd | Rmsprop, Field(discriminator="name")] = Field(
         default_factory=Adam, description="optimiser of every phase (the paper: adam), lr 1e-3 by default")
-    preset: str | None = Field(None, description=f"official settings that fill every parameter not set: {' | '.join(PRESETS)}")
+    preset: str | None = Field(None, description=f"the authors' run (hyperparameters, network, quirks), filling every parameter not set: {' | '.join(PRESETS)}")
+    variant: Literal[VARIANTS] | None = Field(None, description="official: the authors' quirks | clorch: ours (scale_l2_target 1, prune_rule strict, task biases counted, lr x0.95 per epoch, grad_multiplier 1, backbones alexnet/resnet9); null: official under a preset, else the field defaults (ours); explicit keys win")  # type: ignore[valid-type]
     wd_rate: float = Field(1e-3, ge=0.0, le=10.0, description="lambda_0: wd_rate/2 * squared norm of the base weights (first task) and of scales and factors (later tasks)")
     l1_hyp: float = Field(1e-6, ge=0.0, le=10.0, description="lambda_1: l1_hyp * (|S|_1 + |R|_1) summed over layers")
     approx_rate: float = Field(0.9, gt=0.0, le=1.0, description="share of the total importance-weighted residual energy the chosen ranks must exceed")
@@ -116,8 +140,8 @@ class HALRPParams(BaseModel):
     importance_split: Literal["val", "train"] = Field("val", description="data of the layer importance (Fisher): the task's validation split (needs benchmark val_fraction > 0) | training split")
     scale_l2_target: Literal[0, 1] = Field(1, description="value the L2 term pulls the scales mR, mS toward (the authors' code: 0)")
     count_task_biases: bool = Field(True, description="count each task's biases in the capacity (the authors' code: false)")
-    lr_decay: float = Field(0.95, gt=0.0, le=1.0, description="lr factor per epoch of every phase")
-    lr_schedule: Literal["epoch", "batch_cifar"] = Field("epoch", description="epoch: decay after each epoch | batch_cifar: the code's per-batch decay sized for a CIFAR-100 task")
+    lr_decay: Decay | list[Decay] = Field(0.95, description="lr factor per epoch of every phase; a list: one per task identity (the 5-Datasets presets); batch_cifar: the base of the code's formula")
+    lr_schedule: Literal["epoch", "batch", "batch_cifar"] = Field("epoch", description="epoch: x lr_decay after each epoch | batch: x lr_decay ** (1/steps_per_epoch) after every batch (same factor per epoch, the official schedule's shape) | batch_cifar: the code's formula as written, x lr_decay ** (B / (50000/T * 0.8)) per batch")
     grad_multiplier: float = Field(1.0, gt=0.0, le=1e6, description="gradients multiplied by this before each step (the authors' code: 10)")
 
     @model_validator(mode="before")
@@ -132,21 +156,33 @@ class HALRPParams(BaseModel):
             raise ValueError(f"est_rank_epochs={self.est_rank_epochs} must be < training.epochs={epochs}: a later "
                              f"task trains est_rank_epochs free, then epochs - est_rank_epochs low-rank; raise "
                              f"training.epochs or lower est_rank_epochs")
+        if isinstance(self.lr_decay, list) and self.lr_schedule == "batch_cifar":
+            raise ValueError("lr_schedule batch_cifar takes one lr_decay (the base of the code's formula), not a list "
+                             "per task: use lr_schedule batch or epoch with a list")
         if not self.training.reset_optimizer:
             raise ValueError("halrp has its own schedule: set training: {reset_optimizer: true} (every HALRP phase "
                              "starts a fresh optimiser)")
         return self
 
-    OFFICIAL_VAL_FRACTION: ClassVar[float] = 0.2  # the authors hold out 20% of each task's training set
+    OFFICIAL_VAL_FRACTION: ClassVar[float] = 0.2  # the authors hold out 20% of each task's training set (Tiny: 10%)
 
     def benchmark_notes(self, benchmark: str, params: Any) -> list[str]:
-        """A preset is the authors' run, whose layer importance is taken on a 20% validation split."""
-        val = getattr(params, "val_fraction", None)
-        if self.preset is None or val is None or val == self.OFFICIAL_VAL_FRACTION:
+        """A preset is the authors' run: their validation split (the layer importance is taken on it) and,
+        on permuted MNIST, their input."""
+        if self.preset is None:
             return []
-        return [f"halrp preset {self.preset!r} is the authors' run with benchmark.params.val_fraction "
-                f"{self.OFFICIAL_VAL_FRACTION:g}; this study has {val:g} (set it to {self.OFFICIAL_VAL_FRACTION:g} "
-                "to match their data)"]
+        notes = []
+        official = OFFICIAL_RUNS[self.preset].val_fraction
+        val = getattr(params, "val_fraction", None)
+        if val is not None and val != official:
+            notes.append(f"halrp preset {self.preset!r} is the authors' run with benchmark.params.val_fraction "
+                         f"{official:g}; this study has {val:g} (set it to {official:g} to match their data)")
+        if self.preset == "pmnist" and benchmark == "permuted_mnist" and (
+                getattr(params, "protocol", None) != "halrp" or getattr(params, "pmnist_input", None) != "official"):
+            notes.append("halrp preset 'pmnist' is the authors' run on their input: set benchmark.params "
+                         "{protocol: halrp, pmnist_input: official} (resized to 32x32, 3 channels, all 3072 values "
+                         "permuted)")
+        return notes
 
     def benchmark_problems(self, benchmark: str, params: Any, setting: str | None = None) -> list[str]:
         """What fails every trial: importance on a validation split the benchmark lacks; no task ids."""
@@ -159,6 +195,22 @@ class HALRPParams(BaseModel):
             out.append(f"halrp picks each task's perturbation and head by its task id, which {setting} does not "
                        "give at test time: set benchmark.setting: task_incremental (or use another method)")
         return out
+
+
+def lr_factors(schedule: str, lr_decay: float | list[float], task_id: int, n_train: int, batch_size: int,
+               num_tasks: int) -> tuple[float, float]:
+    """(factor after each epoch, factor after each batch) of one phase on one task.
+
+    epoch: (f, 1); batch: (1, f ** (1 / steps)), steps = the batches ``fit`` takes per epoch, so one epoch
+    decays by f exactly; batch_cifar: (1, f ** (B / (50000 / T * 0.8))), the authors' formula as written.
+    f = lr_decay, or lr_decay[task_id] for a per-task list.
+    """
+    factor = lr_decay[task_id] if isinstance(lr_decay, list) else lr_decay
+    if schedule == "epoch":
+        return factor, 1.0
+    if schedule == "batch":
+        return 1.0, factor ** (1.0 / num_batches(n_train, batch_size))
+    return 1.0, factor ** (batch_size / (50000 / num_tasks * 0.8))
 
 
 def layer_importance(backbone: nn.Module, head: nn.Module, names: list[str], x: torch.Tensor, y: torch.Tensor,
@@ -188,6 +240,9 @@ class HALRP:
         if ctx.setting != "task_incremental":
             raise ValueError("halrp gives every task its own perturbation and head, chosen by the task id at test "
                              "time: it needs setting: task_incremental")
+        if isinstance(params.lr_decay, list) and len(params.lr_decay) != ctx.num_tasks:
+            raise ValueError(f"halrp lr_decay is a list of {len(params.lr_decay)} per-task factors but the benchmark "
+                             f"has {ctx.num_tasks} tasks: give one factor per task identity, or a single number")
         self.p, self.ctx = params, ctx
         self.net = TaskNetwork(params.network.build(ctx.input_shape), ctx).to(ctx.device)
         self.layer_names = [name for name, _ in perturbable_layers(self.net.backbone)]
@@ -208,7 +263,7 @@ class HALRP:
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
-        backbone = self.tasks[str(task_id)] if str(task_id) in self.tasks else self.net.backbone
+        backbone = self.tasks[str(task_id)] if str(task_id) in self.tasks else self.net.backbone  # noqa: SIM401 (ModuleDict has no get)
         head = self.net.head(task_id)
         backbone.eval()
         head.eval()
@@ -249,7 +304,7 @@ class HALRP:
             return 0.5 * wd * sum(w.pow(2).sum() for w in weights)
 
         first, last = self._train([*backbone.parameters(), *head.parameters()], lambda xb: head(backbone(xb)),
-                                  [backbone, head], l2 if wd > 0 else None, data, self.p.training.epochs)
+                                  [backbone, head], l2 if wd > 0 else None, data, self.p.training.epochs, task_id)
         self._freeze(backbone, head)
         self.base_task = task_id
         times = {"base": self._clock() - started}
@@ -266,7 +321,7 @@ class HALRP:
         free = copy.deepcopy(self.net.backbone).requires_grad_(True)
         head.requires_grad_(True)
         _, free_last = self._train([*free.parameters(), *head.parameters()], lambda xb: head(free(xb)),
-                                   [free, head], None, data, p.est_rank_epochs)
+                                   [free, head], None, data, p.est_rank_epochs, task_id)
         times["free_finetune"] = self._clock() - started
         # 2. importance of each layer
         started = self._clock()
@@ -280,7 +335,8 @@ class HALRP:
         # 7. low-rank training
         started = self._clock()
         first, last = self._train([*net.parameters(), *head.parameters()], lambda xb: head(net(xb)),
-                                  [net, head], self._lowrank_penalty(net), data, p.training.epochs - p.est_rank_epochs)
+                                  [net, head], self._lowrank_penalty(net), data, p.training.epochs - p.est_rank_epochs,
+                                  task_id)
         self._freeze(net, head)
         self.tasks[str(task_id)], self.ranks[task_id] = net, ranks
         times["lowrank"] = self._clock() - started
@@ -338,7 +394,9 @@ class HALRP:
         if self.p.prune_bound is None:
             return 0.0, increment
         rho = pruning_rate(self.p.prune_rule, self.p.prune_bound, base, fixed, dense)
-        if rho <= 0.0:
+        # the authors' rule prunes (at least the floor) from I >= 1 - q on, rho = 0 at equality included
+        floor_only = self.p.prune_rule == "paper" and increment >= 1.0 - self.p.prune_bound
+        if rho <= 0.0 and not floor_only:
             return 0.0, increment
         for t in self._later_tasks():
             factors = [f for m in self.tasks[str(t)].modules() if isinstance(m, Perturbed)
@@ -383,15 +441,15 @@ class HALRP:
 
     # ------------------------------------------------------------ plumbing
     def _train(self, params: list[torch.Tensor], forward, modules: list[nn.Module], penalty, data: DeviceSplit,
-               epochs: int) -> tuple[float, float]:
+               epochs: int, task_id: int) -> tuple[float, float]:
         """``epochs`` of fit() over CE (+ penalty) with a fresh optimiser; lr decayed per epoch or per batch."""
         opt = self.p.optimizer.build(params)
         for m in modules:
             m.train()
         multiplier = self.p.grad_multiplier
         batch_size = self.p.training.batch_size
-        per_batch = self.p.lr_decay ** (batch_size / (50000 / self.ctx.num_tasks * 0.8)) \
-            if self.p.lr_schedule == "batch_cifar" else None
+        per_epoch, per_batch = lr_factors(self.p.lr_schedule, self.p.lr_decay, task_id, data.x.shape[0],
+                                          batch_size, self.ctx.num_tasks)
 
         def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             loss = F.cross_entropy(forward(xb), yb)
@@ -404,7 +462,7 @@ class HALRP:
                     if w.grad is not None:
                         w.grad.mul_(multiplier)
             opt.step()
-            if per_batch is not None:
+            if per_batch != 1.0:
                 for group in opt.param_groups:
                     group["lr"] *= per_batch
             return loss
@@ -414,9 +472,9 @@ class HALRP:
             out = fit(step, data.x, data.y, epochs=1, batch_size=batch_size, generator=self.generator)
             first = out["loss_first_epoch"] if epoch == 0 else first
             last = out["loss_last_epoch"]
-            if per_batch is None:
+            if per_epoch != 1.0:
                 for group in opt.param_groups:
-                    group["lr"] *= self.p.lr_decay
+                    group["lr"] *= per_epoch
         return first, last
 
     def _task_backbone(self, base: nn.Module, ranks: dict[str, int]) -> nn.Module:

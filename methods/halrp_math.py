@@ -6,7 +6,8 @@ kh*kw entries of a conv filter (1 for a linear layer).
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -100,21 +101,23 @@ def pruning_rate(rule: PruneRule, bound: float, base: int, fixed: int, factors: 
 
     ``fixed``: added parameters never pruned (scales, BN, heads, task biases);
     ``factors``: S and R entries, dense (pruned ones counted). The dense
-    increment I = (fixed + factors) / base; I <= 1 - q prunes nothing. Else
-    - ``paper``: rho = 1 - (1 - q) / I (the authors' rule: I counts the
+    increment I = (fixed + factors) / base. Then
+    - ``paper``: nothing when I < 1 - q, else rho = 1 - (1 - q) / I (the
+      authors' l1_pruning, I from count_parameter(sparse=False): it counts the
       never-pruned parameters, but only factors are removed, so the model ends
       rho * fixed / base above the bound);
-    - ``strict`` [ours]: rho = 1 - ((1 - q) base - fixed) / factors, the rate at
-      which the increment after pruning is exactly 1 - q (1 when the
-      never-pruned parameters alone exceed the bound: every factor goes).
+    - ``strict`` [ours]: nothing when I <= 1 - q, else
+      rho = 1 - ((1 - q) base - fixed) / factors, the rate at which the
+      increment after pruning is exactly 1 - q (1 when the never-pruned
+      parameters alone exceed the bound: every factor goes).
     """
     if factors <= 0:
         return 0.0
     increment = (fixed + factors) / base
+    if rule == "paper":
+        return 0.0 if increment < 1.0 - bound else 1.0 - (1.0 - bound) / increment
     if increment <= 1.0 - bound:
         return 0.0
-    if rule == "paper":
-        return 1.0 - (1.0 - bound) / increment
     return min(1.0, max(0.0, 1.0 - ((1.0 - bound) * base - fixed) / factors))
 
 

@@ -9,15 +9,27 @@ from torch import nn
 
 import datasets
 from methods import METHODS, MethodContext, seed_everything
-from methods.halrp_layers import PerturbedConv2d, PerturbedLinear, kernel_positions, perturbable_layers
-from methods.halrp_math import (factor_init, least_squares_scales, prune_threshold, pruning_rate, residual_matrix,
-                                select_ranks, svd)
-from orchestrator.study.schema import TrialSpec
+from methods.halrp_layers import (
+    PerturbedConv2d,
+    PerturbedLinear,
+    kernel_positions,
+    perturbable_layers,
+)
+from methods.halrp_math import (
+    factor_init,
+    least_squares_scales,
+    prune_threshold,
+    pruning_rate,
+    residual_matrix,
+    select_ranks,
+    svd,
+)
 from orchestrator.results.records import matrix_array
 from orchestrator.run.trial import run_trial
+from orchestrator.study.schema import TrialSpec
 
 CPU = torch.device("cpu")
-SMALL = dict(backbone="mlp", hidden=[32, 32], epochs=3, batch_size=32, lr=3e-3, upper_rank=8)
+SMALL = {"backbone": "mlp", "hidden": [32, 32], "epochs": 3, "batch_size": 32, "lr": 3e-3, "upper_rank": 8}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -326,34 +338,205 @@ def test_domain_incremental_is_refused(digits):
 
 
 # ---------------------------------------------------------------- params and presets
-def test_presets_fill_only_what_is_not_set_and_show_resolved_values():
+# The authors' runs, read off lijiaqi/HALRP scripts/*_HALRP.sh, their run_*.py (the lr decay) and loader_*.py
+# (the training-set sizes the decay is sized by). f_epoch = gamma ** steps, gamma = 0.95 ** (B / (50000/T x
+# (1 - valid))), steps = N // B (drop_last) or ceil(N / B); the exponents are written out by hand here.
+#  preset: (backbone, epochs, batch, lr, wd_rate, l1_hyp, approx_rate, upper_rank, est_rank_epochs, prune_bound,
+#           val_fraction, f_epoch)
+OFFICIAL = {
+    "pmnist": ("lenet", 12, 128, 1e-3, 1e-3, 1e-6, 0.9, 100, 1, 0.4, 0.2,
+               0.95 ** (375 * 128 / 4000)),  # N 48,000, drop_last: 375 steps; 0.95 ** 12 = 0.540
+    "cifar100_split": ("lenet", 20, 128, 1e-3, 1e-4, 1e-4, 0.9, 100, 1, 0.8, 0.2,
+                       0.95 ** (32 * 128 / 4000)),  # N 4,000: ceil -> 32 steps
+    "cifar100_superclass": ("lenet", 20, 128, 1e-3, 1e-4, 1e-4, 0.9, 100, 1, 0.8, 0.2,
+                            0.95 ** (16 * 128 / 2000)),  # T 20, N 2,000: 16 steps
+    "five_datasets_alexnet": ("alexnet_batch_stats", 12, 128, 1e-3, 1e-4, 1e-6, 0.9, 100, 1, 0.4, 0.2,
+                              [0.95 ** (s * 128 / 8000) for s in (312, 375, 457, 375, 105)]),
+    "five_datasets_resnet": ("resnet18_halrp", 12, 128, 1e-3, 1e-4, 1e-6, 0.95, 120, 3, 0.4, 0.2,
+                             [0.95 ** (s * 128 / 8000) for s in (312, 375, 457, 375, 105)]),
+    "tinyimagenet20_alexnet": ("alexnet_batch_stats", 50, 32, 1e-3, 5e-4, 1e-5, 0.9, 100, 25, 0.4, 0.1,
+                               0.95 ** (141 * 32 / 2250)),  # N 4,500, ceil -> 141 steps
+    "tinyimagenet40_alexnet": ("alexnet_batch_stats", 50, 32, 1e-3, 1e-4, 5e-4, 0.9, 100, 20, 0.4, 0.1,
+                               0.95 ** (71 * 32 / 1125)),  # N 2,250, ceil -> 71 steps
+    "tinyimagenet20_resnet": ("resnet18_halrp", 50, 32, 5e-4, 1e-4, 5e-4, 0.9, 100, 25, 0.4, 0.1,
+                              0.95 ** (141 * 32 / 2250)),
+    "tinyimagenet40_resnet": ("resnet18_halrp", 50, 32, 5e-4, 1e-4, 5e-4, 0.9, 100, 25, 0.4, 0.1,
+                              0.95 ** (71 * 32 / 1125)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_every_preset_is_the_authors_run(name):
+    from methods.halrp_presets import OFFICIAL_RUNS
+
+    backbone, epochs, batch, lr, wd, l1, approx, upper, est, q, val, f_epoch = OFFICIAL[name]
+    p = METHODS.get("halrp").params(preset=name)
+    assert (p.network.backbone, p.training.epochs, p.training.batch_size, p.optimizer.name, p.optimizer.lr,
+            p.wd_rate, p.l1_hyp, p.approx_rate, p.upper_rank, p.est_rank_epochs, p.prune_bound) == (
+        backbone, epochs, batch, "adam", lr, wd, l1, approx, upper, est, q)
+    # every quirk of the code
+    assert (p.variant, p.scale_l2_target, p.prune_rule, p.count_task_biases, p.grad_multiplier, p.lr_schedule) == (
+        "official", 0, "paper", False, 10.0, "batch")
+    assert p.lr_decay == pytest.approx(f_epoch, rel=1e-12)
+    assert OFFICIAL_RUNS[name].val_fraction == val
+    assert set(OFFICIAL) == set(OFFICIAL_RUNS)
+
+
+def test_the_pmnist_decay_is_about_x054_per_epoch_and_cifar_x095():
     P = METHODS.get("halrp").params
-    p = P(preset="pmnist")
-    assert (p.network.backbone, p.training.epochs, p.training.batch_size, p.optimizer.lr, p.wd_rate, p.l1_hyp,
-            p.approx_rate, p.upper_rank, p.est_rank_epochs, p.prune_bound, p.optimizer.name) == (
-        "lenet", 12, 128, 1e-3, 1e-3, 1e-6, 0.9, 100, 1, 0.4, "adam")
-    mine = P(preset="pmnist", training={"epochs": 4}, wd_rate=0.5)
-    assert (mine.training.epochs, mine.training.batch_size, mine.wd_rate, mine.l1_hyp) == (4, 128, 0.5, 1e-6)
+    assert P(preset="pmnist").lr_decay == pytest.approx(0.95 ** 12) and round(P(preset="pmnist").lr_decay, 3) == 0.540
+    assert P(preset="cifar100_split").lr_decay == pytest.approx(0.95, abs=0.002)
+
+
+def test_the_per_batch_decay_compounds_to_the_official_per_epoch_factor():
+    from methods.halrp import lr_factors
+    from methods.loop import num_batches
+
+    f = METHODS.get("halrp").params(preset="pmnist").lr_decay
+    official_gamma = 0.95 ** (128 / (50000 / 10 * 0.8))  # the code's ExponentialLR gamma on PMNIST
+    assert official_gamma ** 375 == pytest.approx(f, rel=1e-12)  # 48,000 // 128 batches per official epoch
+    for n in (48_000, 2_400, 2_401, 130):  # the full task, a 5% study, a ragged last batch, two batches
+        per_epoch, per_batch = lr_factors("batch", f, 0, n, 128, 5)
+        assert per_epoch == 1.0 and per_batch ** num_batches(n, 128) == pytest.approx(f, rel=1e-12)
+    assert lr_factors("epoch", 0.5, 0, 100, 10, 5) == (0.5, 1.0)
+    assert lr_factors("batch", [0.5, 0.25], 1, 100, 10, 2)[1] ** 10 == pytest.approx(0.25)  # per task identity
+    assert lr_factors("batch_cifar", 0.95, 0, 100, 128, 10)[1] == pytest.approx(official_gamma)  # the formula
+
+
+def test_a_trained_phase_ends_each_epoch_at_lr0_times_the_factor(digits, monkeypatch):
+    from methods import optimizers
+
+    built = []
+    original = optimizers.Adam.build
+
+    def spy(self, params):
+        opt = original(self, params)
+        built.append(opt)
+        return opt
+
+    monkeypatch.setattr(optimizers.Adam, "build", spy)
+    for schedule in ("batch", "epoch"):
+        built.clear()
+        m = make(digits, lr_schedule=schedule, lr_decay=0.5, epochs=3, prune_bound=None)
+        learn(m, digits, 0)  # the base: 3 epochs
+        learn(m, digits, 1)  # free fine-tune 1 epoch, low-rank 2 epochs
+        lrs = [opt.param_groups[0]["lr"] for opt in built]
+        assert lrs == pytest.approx([3e-3 * 0.5 ** 3, 3e-3 * 0.5, 3e-3 * 0.5 ** 2], rel=1e-9)
+
+
+def test_precedence_is_explicit_then_variant_then_preset():
+    P = METHODS.get("halrp").params
+    ours = P(preset="pmnist", variant="clorch")
+    assert (ours.scale_l2_target, ours.prune_rule, ours.count_task_biases, ours.grad_multiplier, ours.lr_schedule,
+            ours.lr_decay) == (1, "strict", True, 1.0, "epoch", 0.95)  # the variant over the preset
+    assert (ours.wd_rate, ours.training.epochs, ours.network.backbone) == (1e-3, 12, "lenet")  # the preset's run
+    mine = P(preset="pmnist", variant="clorch", scale_l2_target=0, training={"epochs": 4}, wd_rate=0.5)
+    assert (mine.scale_l2_target, mine.prune_rule, mine.training.epochs, mine.training.batch_size, mine.wd_rate,
+            mine.l1_hyp) == (0, "strict", 4, 128, 0.5, 1e-6)  # explicit over both
+    assert P(preset="pmnist", lr_schedule="epoch").lr_decay == pytest.approx(0.95 ** 12)  # explicit, rest official
     assert P(preset="pmnist", optimizer={"name": "sgd"}).optimizer.lr == 1e-3  # the preset's lr, the user's sgd
-    res = P(preset="five_datasets_resnet")
+    # our backbones under variant clorch, the code's under the preset
+    res = P(preset="five_datasets_resnet", variant="clorch")
     assert (res.network.backbone, res.network.channels, res.approx_rate, res.upper_rank, res.est_rank_epochs) == (
         "resnet9", [32, 64, 128, 256], 0.95, 120, 3)
-    assert P(**p.model_dump()) == p  # a dumped config re-validates to itself
-    assert P.model_validate(p.model_dump(mode="json")) == p
-    assert P(preset="cifar100_split").prune_bound == 0.8
-    assert P(preset="five_datasets_alexnet").network.backbone == "alexnet"
+    assert P(preset="five_datasets_alexnet", variant="clorch").network.backbone == "alexnet"
+    assert P(preset="five_datasets_alexnet", network={"backbone": "lenet"}).network.backbone == "lenet"
+    # no preset: variant official is the code's own formula; nothing at all is our defaults
+    alone = P(variant="official")
+    assert (alone.lr_schedule, alone.lr_decay, alone.scale_l2_target, alone.prune_rule) == (
+        "batch_cifar", 0.95, 0, "paper")
+    plain = P()
+    assert (plain.variant, plain.scale_l2_target, plain.prune_rule, plain.lr_schedule, plain.lr_decay) == (
+        None, 1, "strict", "epoch", 0.95)
     assert P().optimizer.lr == 1e-3 and P(optimizer={"name": "sgd"}).optimizer.lr == 1e-3  # HALRP's default lr
+    for p in (ours, mine, res, alone, P(preset="five_datasets_alexnet")):
+        assert P(**p.model_dump()) == p  # a dumped config re-validates to itself
+        assert P.model_validate(p.model_dump(mode="json")) == p
+
+
+def test_a_per_task_decay_list_must_match_the_task_count(digits):
+    with pytest.raises(ValueError, match="list of 2 per-task factors but the benchmark has 5 tasks"):
+        make(digits, lr_decay=[0.5, 0.5])
+    with pytest.raises(ValidationError, match="batch_cifar takes one lr_decay"):
+        METHODS.get("halrp").params(lr_decay=[0.5] * 5, lr_schedule="batch_cifar")
+    m = make(digits, lr_decay=[0.9, 0.8, 0.7, 0.6, 0.5], lr_schedule="batch", epochs=2)
+    learn(m, digits, 4)
+
+
+def test_the_preset_notes_name_the_official_split_and_input():
+    from datasets import BENCHMARKS
+
+    p = METHODS.get("halrp").params(preset="pmnist")
+    params = BENCHMARKS.get("permuted_mnist").params
+    assert p.benchmark_notes("permuted_mnist", params(protocol="halrp", val_fraction=0.2)) == []
+    notes = p.benchmark_notes("permuted_mnist", params(protocol="halrp", pmnist_input="pad", val_fraction=0.1))
+    assert len(notes) == 2 and "val_fraction 0.2" in notes[0] and "pmnist_input: official" in notes[1]
+    tiny = METHODS.get("halrp").params(preset="tinyimagenet20_alexnet")
+    assert tiny.benchmark_notes("split_tinyimagenet", params(val_fraction=0.1)) == []
+
+
+# ---------------------------------------------------------------- the official ResNet-18
+def test_the_official_resnet18_has_conv_biases_avgpool2_and_a_1024_input_head():
+    from methods.backbones import build_backbone
+
+    net = build_backbone("resnet18_halrp", (3, 32, 32), None)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 + 16 + 3 and all(c.bias is not None for c in convs)  # stem, 8 blocks x 2, 3 shortcuts
+    assert [c.out_channels for c in convs if c.kernel_size == (3, 3)] == [32] * 5 + [64] * 4 + [128] * 4 + [256] * 4
+    assert [(c.in_channels, c.out_channels, c.stride) for c in convs if c.kernel_size == (1, 1)] == [
+        (32, 64, (2, 2)), (64, 128, (2, 2)), (128, 256, (2, 2))]
+    assert all(m.track_running_stats for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    seen = {}
+    net.pool.register_forward_hook(lambda mod, inp, out: seen.update(before=tuple(inp[0].shape)))
+    out = net.eval()(torch.randn(2, 3, 32, 32))
+    assert seen["before"] == (2, 256, 4, 4) and out.shape == (2, 1024) and net.out_features == 1024
+    # = F.avg_pool2d(., 2) of the last block, flattened
+    x = torch.randn(2, 3, 32, 32)
+    features = x
+    for block in net.blocks:
+        features = block(features)
+    assert torch.allclose(net(x), F.avg_pool2d(features, 2).flatten(1))
+    # the parameter count of the code's ResNet_flat_18 (nf 32) without its head, by hand
+    conv = lambda i, o, k: i * o * k * k + o
+    bn = lambda c: 2 * c
+    expected = conv(3, 32, 3) + bn(32)
+    for c_in, c_out in [(32, 32), (32, 32), (32, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256)]:
+        expected += conv(c_in, c_out, 3) + bn(c_out) + conv(c_out, c_out, 3) + bn(c_out)
+        if c_in != c_out:
+            expected += conv(c_in, c_out, 1) + bn(c_out)
+    assert sum(w.numel() for w in net.parameters()) == expected
+    assert build_backbone("resnet18_halrp", (3, 64, 64), None).out_features == 4096  # Tiny-ImageNet
+    with pytest.raises(ValueError, match="resnet18_halrp needs images of at least 16x16"):
+        build_backbone("resnet18_halrp", (3, 8, 8), None)
+
+
+def test_halrp_perturbs_every_conv_of_the_official_resnet18_biases_included(digits):
+    from methods.backbones import build_backbone
+    from methods.halrp_layers import make_perturbed
+
+    net = build_backbone("resnet18_halrp", (3, 16, 16), None).eval()
+    names = [n for n, _ in perturbable_layers(net)]
+    assert len(names) == 20
+    x = torch.randn(2, 3, 16, 16)
+    want = net(x)
+    for name in names:  # identity perturbations (scales 1, factors 0) with the base's biases: the same network
+        layer = net.get_submodule(name)
+        parent, _, attr = name.rpartition(".")
+        setattr(net.get_submodule(parent) if parent else net, attr, make_perturbed(layer, layer.bias, 1))
+    assert torch.allclose(net(x), want, atol=1e-5)
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(preset="cifar"), "unknown preset 'cifar'; available: pmnist"),
-    (dict(training={"epochs": 2}, est_rank_epochs=2), "est_rank_epochs=2 must be < training.epochs=2"),
-    (dict(training={"reset_optimizer": False}), "reset_optimizer: true"),
-    (dict(approx_rate=0.0), "approx_rate"), (dict(approx_rate=1.5), "approx_rate"),
-    (dict(upper_rank=0), "upper_rank"), (dict(prune_bound=1.0), "prune_bound"), (dict(prune_bound=-0.1), "prune_bound"),
-    (dict(wd_rate=-1.0), "wd_rate"), (dict(l1_hyp=-1e-6), "l1_hyp"), (dict(optimizer={"name": "idbd"}), "optimizer"),
-    (dict(lr_scheduler={"name": "lot"}), "lr_scheduler\n  Extra inputs are not permitted"),
-    (dict(penalties=[]), "penalties\n  Extra inputs are not permitted"), (dict(scale_l2_target=0.5), "scale_l2_target"),
+    ({"preset": "cifar"}, "unknown preset 'cifar'; available: pmnist"),
+    ({"preset": "pmnist", "variant": "ours"}, "unknown variant 'ours'; available: official | clorch"),
+    ({"lr_decay": 1.5}, "lr_decay"), ({"lr_schedule": "step"}, "lr_schedule"),
+    ({"training": {"epochs": 2}, "est_rank_epochs": 2}, "est_rank_epochs=2 must be < training.epochs=2"),
+    ({"training": {"reset_optimizer": False}}, "reset_optimizer: true"),
+    ({"approx_rate": 0.0}, "approx_rate"), ({"approx_rate": 1.5}, "approx_rate"),
+    ({"upper_rank": 0}, "upper_rank"), ({"prune_bound": 1.0}, "prune_bound"), ({"prune_bound": -0.1}, "prune_bound"),
+    ({"wd_rate": -1.0}, "wd_rate"), ({"l1_hyp": -1e-6}, "l1_hyp"), ({"optimizer": {"name": "idbd"}}, "optimizer"),
+    ({"lr_scheduler": {"name": "lot"}}, "lr_scheduler\n  Extra inputs are not permitted"),
+    ({"penalties": []}, "penalties\n  Extra inputs are not permitted"), ({"scale_l2_target": 0.5}, "scale_l2_target"),
 ])
 def test_bad_params_are_refused_naming_the_field(bad, match):
     with pytest.raises(ValidationError, match=match):
@@ -370,3 +553,27 @@ def test_study_file_validates_with_its_search_spaces():
     assert {"halrp", "finetune", "ewc"} <= names and study.num_tasks == 10 and len(study.task_orders()) == 5
     searched = next(m for m in study.methods if m.label == "halrp_search").params
     assert {"wd_rate", "l1_hyp", "approx_rate", "upper_rank", "prune_bound"} <= set(searched)
+    assert study.search.selection == "val"  # the search chooses on validation
+    # "the paper's setting": the preset unchanged, on the authors' input and split
+    paper = next(m for m in study.methods if m.display == "halrp")
+    assert paper.params == {"preset": "pmnist"}
+    bench = study.benchmark_params()
+    assert (bench.protocol, bench.pmnist_input, bench.val_fraction) == ("halrp", "official", 0.2)
+
+
+def test_the_reproduction_study_is_the_cpu_sized_paper_setting():
+    from pathlib import Path
+
+    from orchestrator.study.loading import load_study
+
+    study = load_study(Path(__file__).resolve().parents[1] / "studies" / "halrp_pmnist_reproduction.yaml")
+    bench = study.benchmark_params()
+    assert (bench.protocol, bench.pmnist_input, bench.num_tasks, bench.val_fraction) == ("halrp", "official", 5, 0.2)
+    assert 0.04 <= bench.train_fraction <= 0.06 and bench.max_test_per_task >= 2000
+    orders = study.task_orders()
+    assert sorted(o[0] for o in orders) == list(range(5))  # every task is the base once (Latin square)
+    assert all(sorted(o[p] for o in orders) == list(range(5)) for p in range(5))
+    methods = {m.display: m.params for m in study.methods}
+    assert methods["halrp"] == {"preset": "pmnist", "training": {"epochs": 3}}  # the preset but for epochs
+    assert methods["ewc"]["ewc_lambda"] == {"grid": [10.0, 100.0, 1000.0]} and "finetune" in methods
+    assert study.search.selection == "val" and study.search.algorithm == "grid"

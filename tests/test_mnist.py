@@ -53,8 +53,9 @@ def test_permuted_mnist_standard_protocol(mnist_root):
 
 
 @needs_mnist
-def test_permuted_mnist_halrp_protocol(mnist_root):
-    b = load_benchmark("permuted_mnist", {"num_tasks": 2, "protocol": "halrp", "normalize": False}, mnist_root)
+def test_permuted_mnist_halrp_protocol_padded_input(mnist_root):
+    b = load_benchmark("permuted_mnist", {"num_tasks": 2, "protocol": "halrp", "pmnist_input": "pad",
+                                          "normalize": False}, mnist_root)
     assert b.input_shape == (3, 32, 32) and b.default_setting == "task_incremental"
     x = b.tasks[0].x_train[:20]
     assert x.shape == (20, 3, 32, 32)
@@ -65,6 +66,62 @@ def test_permuted_mnist_halrp_protocol(mnist_root):
     assert x[:, 0][:, border].any()
     # 28x28 content padded to 32x32: 1024 positions, 784 of them carry the image
     assert (x[:, 0].reshape(20, -1) > 0).sum(axis=1).max() <= 784
+
+
+def test_the_official_pmnist_input_is_resized_normalised_and_all_3072_values_permuted(tmp_path):
+    """The HALRP code's loader_pmnist.py on a small case: Resize(32) -> ToTensor -> 3 channels ->
+    Normalize(0.1307, 0.3081) -> one permutation of the 3072 values per task, task 0 included."""
+    from PIL import Image
+    from torchvision import transforms
+
+    folder = tmp_path / "MNIST" / "raw"
+    _write_idx(folder, n_train=30, n_test=20)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20, 28, 28), dtype=np.uint8)  # a real-format test file with varied pixels
+    (folder / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, 20, 28, 28) + images.tobytes())
+    params = {"num_tasks": 2, "protocol": "halrp", "download": False, "permutation_seed": 3}
+    b = load_benchmark("permuted_mnist", params, LoadContext(tmp_path))
+    assert b.input_shape == (3, 32, 32) and b.default_setting == "task_incremental"
+    official = transforms.Compose([transforms.Resize(32), transforms.ToTensor(),
+                                   transforms.Lambda(lambda x: torch.cat([x, x, x], 0)),
+                                   transforms.Normalize((0.1307,), (0.3081,))])
+    want = torch.stack([official(Image.fromarray(im)).reshape(-1) for im in images])  # (20, 3072)
+    perms = np.random.default_rng(3)
+    for task in b.tasks:
+        perm = torch.from_numpy(perms.permutation(3072))
+        x = task.on("cpu", "test").x  # the test split keeps the file's order
+        assert x.shape == (20, 3, 32, 32)
+        assert torch.allclose(x.reshape(20, -1), want[:, perm], atol=1e-6)
+        assert not torch.equal(x[:, 0], x[:, 1])  # one permutation across the channels, not one copied 3 times
+    assert not torch.equal(b.tasks[0].on("cpu", "test").x, b.tasks[1].on("cpu", "test").x)
+    assert b.tasks[0].normalization == ((0.1307,) * 3, (0.3081,) * 3)  # the code's constants, not our statistics
+    raw = load_benchmark("permuted_mnist", {**params, "normalize": False}, LoadContext(tmp_path)).tasks[0]
+    assert raw.normalization is None and raw.x_test.dtype == np.uint8  # stored as uint8, scaled on the device
+
+
+def test_eval_splits_can_be_capped_with_the_same_images_in_every_task(tmp_path):
+    _write_idx(tmp_path / "MNIST" / "raw", n_train=200, n_test=100)
+    params = {"num_tasks": 2, "protocol": "halrp", "download": False, "normalize": False, "val_fraction": 0.5,
+              "max_val_per_task": 40, "max_test_per_task": 30}
+    b = load_benchmark("permuted_mnist", params, LoadContext(tmp_path))
+    t0, t1 = b.tasks
+    assert len(t0.y_val) == 40 and len(t0.y_test) == 30 and len(t0.y_train) == 100  # training untouched
+    assert np.bincount(t0.y_test).tolist() == [3] * 10  # stratified
+    assert np.array_equal(t0.y_val, t1.y_val) and np.array_equal(t0.y_test, t1.y_test)
+    assert np.array_equal(np.sort(t0.x_test.reshape(30, -1), 1), np.sort(t1.x_test.reshape(30, -1), 1))
+    full = load_benchmark("permuted_mnist", {**params, "max_val_per_task": None, "max_test_per_task": 500},
+                          LoadContext(tmp_path))
+    assert len(full.tasks[0].y_val) == 100 and len(full.tasks[0].y_test) == 100
+
+
+def test_pmnist_input_belongs_to_the_halrp_protocol():
+    P = datasets.BENCHMARKS.get("permuted_mnist").params
+    assert P(protocol="halrp").pmnist_input == "official" and P().pmnist_input is None
+    assert P(protocol="halrp", pmnist_input="pad").pmnist_input == "pad"
+    with pytest.raises(ValidationError, match="pmnist_input 'pad' is for protocol: halrp"):
+        P(pmnist_input="pad")
+    with pytest.raises(ValidationError, match="pmnist_input"):
+        P(protocol="halrp", pmnist_input="resize")
 
 
 @needs_mnist
