@@ -482,10 +482,17 @@ def _write_stream_report(data: StudyData, records: list[TrialRecord], out_dir: P
 
 
 def log_report(client, run_id: str, report: Report) -> None:
-    """report.md and the figures as artifacts of the study run, under report/ (figures under report/figures/)."""
+    """report.md and the figures as artifacts of the study run, under report/ (figures under report/figures/).
+
+    A study run holds one report: a new one replaces the files of the last (same names), the figures it no
+    longer has are deleted after, and the run's ``clorch.report_updated`` tag says when; no run is added."""
+    from orchestrator.results.tracking import prune_artifacts
+
     client.log_artifact(run_id, str(report.path), ARTIFACT_DIR)
     for path in report.figures.values():
         client.log_artifact(run_id, str(path), f"{ARTIFACT_DIR}/{FIGURES_DIR}")
+    prune_artifacts(client, run_id, f"{ARTIFACT_DIR}/{FIGURES_DIR}", {p.name for p in report.figures.values()})
+    client.set_tag(run_id, "clorch.report_updated", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     report.logged_to = run_id
 
 
