@@ -15,6 +15,8 @@ from orchestrator.study.schema import StudyError
 
 from orchestrator.study.loading import load_study
 
+DEFAULT_STORE = "mlflow.db"  # tracking.uri's default, sqlite:///mlflow.db: the file in the working directory
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clorch", description="order-robustness studies for continual learning")
@@ -55,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--results-dir", default="results",
                      help="the study's output_dir; the report reads and writes <results-dir>/<study>/ (default: results)")
     rep.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
-                     help="MLflow store: read the study from it when the results directory lacks it, and log the "
-                          "report to the study run (default: $MLFLOW_TRACKING_URI)")
+                     help="MLflow store: read the study from it when the results directory lacks it, and update the "
+                          "report of its study run (default: $MLFLOW_TRACKING_URI, else ./mlflow.db when there, the "
+                          "store a study writes by default)")
     rep.add_argument("--experiment", help="MLflow experiment to look in (default: every experiment)")
     rep.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: 2000)")
     cmp = sub.add_parser("compare", help="one report across studies: a table per shared config label, the "
@@ -242,13 +245,16 @@ def _report(args) -> int:
     if args.resamples < 1:
         print("clorch: --resamples must be at least 1", file=sys.stderr)
         return 2
+    uri = args.tracking_uri
+    if uri is None and os.path.isfile(DEFAULT_STORE):  # where `clorch run` writes by default (tracking.uri)
+        uri = f"sqlite:///{DEFAULT_STORE}"
+        print(f"clorch: MLflow store: {uri} (found here; --tracking-uri picks another)", file=sys.stderr)
     try:
-        report = report_study(args.study, args.results_dir, args.tracking_uri, args.experiment,
-                              n_resamples=args.resamples)
+        report = report_study(args.study, args.results_dir, uri, args.experiment, n_resamples=args.resamples)
     except StudyNotFound as e:
         print(f"clorch: {e}", file=sys.stderr)
         return 2
-    logged = f"; logged to MLflow run {report.logged_to} under report/" if report.logged_to else ""
+    logged = f"; updated in MLflow study run {report.logged_to} under report/" if report.logged_to else ""
     print(f"report: {report.path} ({len(report.figures)} figures){logged}")
     return 0
 

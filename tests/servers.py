@@ -85,7 +85,7 @@ def start_ray_head(log: Path, dashboard_port: int | None = None) -> tuple[subpro
     return proc, f"127.0.0.1:{port}"
 
 
-def start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
+def start_mlflow_server(root: Path, timeout_s: float = 120) -> tuple[subprocess.Popen, str]:
     """`mlflow server` on loopback with a SQLite store under ``root``; returns the process and its URI."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
@@ -93,5 +93,5 @@ def start_mlflow_server(root: Path) -> tuple[subprocess.Popen, str]:
                                    "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
                                    "--artifacts-destination", str(root / "artifacts"),
                                    "--allowed-hosts", f"127.0.0.1:{port},localhost:{port}", "--workers", "1"],
-                 root / "mlflow.log", ready=lambda: answers(f"{uri}/health"))
+                 root / "mlflow.log", ready=lambda: answers(f"{uri}/health"), timeout_s=timeout_s)
     return proc, uri

@@ -468,12 +468,21 @@ def _write_stream_report(data: StudyData, records: list[TrialRecord], out_dir: P
 
 def log_report(client, run_id: str, report: Report) -> None:
     """report.md, the figures and the tables as artifacts of the study run, under report/ (report/figures/,
-    report/tables/)."""
+    report/tables/).
+
+    A study run holds one report: a new one replaces the files of the last (same names), the figures and
+    tables it no longer has are deleted after, and the run's ``clorch.report_updated`` tag says when; no
+    run is added."""
+    from orchestrator.results.tracking import prune_artifacts
+
     client.log_artifact(run_id, str(report.path), ARTIFACT_DIR)
     for path in report.figures.values():
         client.log_artifact(run_id, str(path), f"{ARTIFACT_DIR}/{FIGURES_DIR}")
     for path in report.tables.values():
         client.log_artifact(run_id, str(path), f"{ARTIFACT_DIR}/{tables.TABLES_DIR}")
+    prune_artifacts(client, run_id, f"{ARTIFACT_DIR}/{FIGURES_DIR}", {p.name for p in report.figures.values()})
+    prune_artifacts(client, run_id, f"{ARTIFACT_DIR}/{tables.TABLES_DIR}", {p.name for p in report.tables.values()})
+    client.set_tag(run_id, "clorch.report_updated", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     report.logged_to = run_id
 
 

@@ -27,8 +27,8 @@ import datasets
 from orchestrator.run import checkpoint_store, lifecycle
 from orchestrator.cluster.connect import connect, probe
 from orchestrator.study.schema import Config, TrialSpec
-from orchestrator.study.expand import (expand_configs, is_adaptive, is_searched, make_config, search_max_tasks,
-                                       setting_of, split_params, trials_for)
+from orchestrator.study.expand import (expand_configs, is_adaptive, is_searched, make_config, method_defaults,
+                                       search_max_tasks, setting_of, split_params, trials_for)
 from orchestrator.results.objective import describe, objective_value
 from orchestrator.results.records import TrialRecord
 from orchestrator.run.callbacks import SchedulingWatch, Unschedulable, tune_callback, watch_callback
@@ -239,7 +239,7 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
 
 def _run_study(study: Study, address: str | None, data_root: str | None, resume: bool,
                life: lifecycle.StudyRun) -> dict[str, Any]:
-    from orchestrator.results.tracking import StudyTracker
+    from orchestrator.results.tracking import StudyTracker, ui_address
 
     benchmark = build_benchmark(study, data_root)  # a missing dataset fails here, before anything is written
     setting = setting_of(study, benchmark.default_setting)
@@ -282,7 +282,10 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
     lineage = checkpoint_store.Lineage(out, storage, resume)
     life.retire_mlflow(study.tracking.uri, study.experiment)  # --overwrite: the earlier tree to MLflow's deleted stage
     tracker = StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs,
-                           resume=resume)
+                           resume=resume, defaults={m.name: method_defaults(m.name) for m in study.methods},
+                           study_defaults={"search": type(study.search)().model_dump(mode="json")},
+                           description=_description(study, benchmark, orders),
+                           trial_artifacts=study.tracking.trial_artifacts)
     life.retire_trial_runs(tracker)  # --resume --allow-changes: the runs of earlier trials that no longer belong
     recorder = StudyRecorder(out, tracker, benchmark.num_tasks, benchmark.kind, previous, chance=_chance(study, benchmark))
     for c in configs:
@@ -342,12 +345,13 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
     summary["mlflow_study_run"] = tracker.study_run  # where the report (written by the caller) is logged
     write_json(out / "summary.json", summary)
     for entry in summary["configs"]:
-        tracker.log_config(entry["config_id"], entry)
+        tracker.log_config(entry["config_id"], entry, recorder.records_of(entry["config_id"]))
     tracker.log_paired(summary.get("paired"))
     tracker.finish(summary, failed=summary["trials_failed"] > 0)
     print(format_table(summary))
     print(f"results: {out}/summary.json   MLflow: {redact_uri(study.tracking.uri)} (experiment {study.experiment})",
           flush=True)
+    print(f"MLflow UI: {ui_address(study.tracking.uri, tracker.ui_path())}", flush=True)
     return summary
 
 
@@ -490,3 +494,23 @@ def _study_params(study: Study) -> dict[str, Any]:
     return {"benchmark": study.benchmark.name, "benchmark_params": study.benchmark.params,
             "orders": study.orders.model_dump() if study.orders else None, "seeds": study.seeds,
             "methods": [m.display for m in study.methods], "search": study.search.model_dump(mode="json")}
+
+
+def _description(study: Study, benchmark: datasets.Benchmark, orders: list) -> str:
+    """The MLflow experiment's description (markdown): what the study is and how its runs are laid out."""
+    shape = (f"{benchmark.num_tasks} tasks, {len(orders)} task orders x {len(study.seeds)} seeds"
+             if benchmark.kind == "classification" else "a regression stream")
+    searched = [m.display for i, m in enumerate(study.methods) if is_searched(study, i)]
+    return "\n".join([
+        f"**clorch study `{study.name}`** on `{study.benchmark.name}` ({shape}); methods: "
+        + ", ".join(f"`{m.display}`" for m in study.methods)
+        + (f" (searched: {', '.join(searched)})" if searched else "") + ".",
+        "",
+        "Runs: the study run (`summary.json`, the report under `report/`) > one run per method config, named by "
+        "its label (`label #k`: the k-th config of a label with several; metrics `acc`, `bwt`, `forgetting`, `aopd`, "
+        "`mopd`, `R`; `learning_curve.png`, `opd_per_task.png`) > one run per trial, `<config> o<r> s<seed>` "
+        "(`f<r>`: a fresh order of a best config's re-run), with `acc_task_<j>` per task as steps, `matrix.png`, "
+        "`matrix.csv` and `trial.json`. Params: only those that differ from the method's defaults; `params.json` "
+        "has all.",
+    ])
+

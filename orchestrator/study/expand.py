@@ -49,6 +49,15 @@ def make_config(study: Study, method_index: int, searched: dict[str, Any]) -> Co
     return Config(_config_id(m.display, full), m.display, m.name, full, dict(searched))
 
 
+def method_defaults(name: str) -> dict[str, Any] | None:
+    """The params a method gets when a study gives none (its ``Params`` model's defaults, as JSON); None when some
+    param has no default. What MLflow shows of a config are the params that differ from these."""
+    try:
+        return methods.METHODS.get(name).params.model_validate({}).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - a required param, an unknown method: every param is shown
+        return None
+
+
 def is_adaptive(study: Study, method_index: int) -> bool:
     """Searched by Optuna as the study runs (its configs are not known up front)."""
     return study.search.algorithm == "optuna" and bool(split_params(study.methods[method_index].params)[1])

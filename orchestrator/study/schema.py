@@ -222,6 +222,9 @@ class Resources(Strict):
 class Tracking(Strict):
     uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI")
     experiment: str | None = Field(None, description="default: the study name")
+    trial_artifacts: bool = Field(True, description="each trial run's matrix.png heatmap and matrix.csv (off: "
+                                                    "trial.json and params.json only; bench/mlflow_artifacts.py "
+                                                    "measures the cost)")
 
 
 
