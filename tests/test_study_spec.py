@@ -104,7 +104,7 @@ def test_unreadable_and_malformed_files(tmp_path, capsys):
 
 def test_quickstart_validates_with_its_trial_count(capsys):
     assert main(["validate", str(ROOT / "studies" / "quickstart.yaml")]) == 0
-    assert "ok (30 trials, 5 tasks per order)" in capsys.readouterr().out
+    assert "ok (60 trials, 5 tasks per order)" in capsys.readouterr().out
 
 
 def test_set_overrides_fields_before_validation(tmp_path):
