@@ -11,9 +11,7 @@ import argparse
 import os
 import sys
 
-from orchestrator.study.schema import StudyError
-
-from orchestrator.study.loading import load_study
+from orchestrator.study.base import StudyError  # pydantic only: `clorch --help` imports no torch, Ray or MLflow
 
 DEFAULT_STORE = "mlflow.db"  # tracking.uri's default, sqlite:///mlflow.db: the file in the working directory
 
@@ -93,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     lgs.add_argument("--address", help=cluster_help)
     lgs.add_argument("--follow", action="store_true", help="keep printing until the job ends; exit with its code")
     args = parser.parse_args(argv)
+    from orchestrator.study.loading import load_study  # the methods' parameters: torch, only once a command runs
     if args.command in ("submit", "status", "logs"):
         from orchestrator.cluster import jobs
 
