@@ -106,7 +106,9 @@ def test_orchestrator_has_only_the_five_parts_and_the_cli():
 def test_clorch_help_loads_no_torch_ray_or_mlflow():
     """`clorch --help` must answer at once: the heavy packages load only when a command needs them."""
     code = ("import sys\nfrom orchestrator.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print(','.join(sorted(m for m in ('torch', 'ray', 'mlflow', 'methods', 'datasets') if m in sys.modules)))\n")
+            "print('LOADED:' + ','.join(sorted(m for m in ('torch', 'ray', 'mlflow', 'methods', 'datasets') "
+            "if m in sys.modules)))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "", f"clorch --help loaded {out.stdout.strip().splitlines()[-1]}"
+    loaded = out.stdout.strip().splitlines()[-1]
+    assert loaded == "LOADED:", f"clorch --help loaded {loaded}"
