@@ -25,7 +25,8 @@ import yaml
 from orchestrator.cli import main
 from orchestrator.results.tracking import (EXPERIMENT_KIND_TAG, NOTE_TAG, TRAINING_KIND, VIEW_TAG_PREFIX,
                                            StudyTracker, non_default, trial_slot, ui_path, view_key)
-from orchestrator.study.schema import Config
+from orchestrator.results.records import ClassificationRecord
+from orchestrator.study.schema import Config, TrialSpec
 from servers import start_mlflow_server, stop_group
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -51,13 +52,13 @@ class Rest:
     def __init__(self, base: str):
         self.base = base
 
-    def get(self, path: str, **query) -> dict:
-        with urllib.request.urlopen(f"{self.base}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}",
+    def get(self, endpoint: str, **query) -> dict:
+        with urllib.request.urlopen(f"{self.base}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}",
                                     timeout=60) as r:
             return json.loads(r.read())
 
-    def post(self, path: str, body: dict) -> dict:
-        req = urllib.request.Request(f"{self.base}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
+    def post(self, endpoint: str, body: dict) -> dict:
+        req = urllib.request.Request(f"{self.base}/api/2.0/mlflow/{endpoint}", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=60) as r:
             return json.loads(r.read())
@@ -264,8 +265,12 @@ def test_a_labels_second_config_renames_the_first_and_the_names_survive_a_resume
     tracker = StudyTracker(uri, "names", "names", {}, [a])
     name = lambda cid, t=tracker: t.client.get_run(t.config_runs[cid]).info.run_name  # noqa: E731
     assert name("ft-aaaa") == "ft"
-    tracker.ensure_config(b)
+    spec = TrialSpec("ft-aaaa-o1-s0", "ft-aaaa", "ft", "finetune", a.params, (1, 0), 1, 0, "task_incremental", False)
+    trial = tracker.log_trial(ClassificationRecord.from_rows(spec, [], 2, status="failed", error="boom"))
+    assert tracker.client.get_run(trial).info.run_name == "ft o1 s0"
+    tracker.ensure_config(b)  # a search found a second config of the label: the first and its trials are renamed
     assert (name("ft-aaaa"), name("ft-bbbb")) == ("ft #1", "ft #2")
+    assert tracker.client.get_run(trial).info.run_name == "ft #1 o1 s0"
     again = StudyTracker(uri, "names", "names", {}, [a, b, c], resume=True)
     assert [name(cid, again) for cid in ("ft-aaaa", "ft-bbbb", "ft-cccc")] == ["ft #1", "ft #2", "ft #3"]
 

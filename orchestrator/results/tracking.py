@@ -285,10 +285,13 @@ class StudyTracker:
             siblings = self.label_configs.setdefault(c.label, [])
             siblings.append(c.config_id)
             name = c.label if len(siblings) == 1 else f"{c.label} #{len(siblings)}"
-            if len(siblings) == 2:
+            if len(siblings) == 2:  # the first config's run, and the trial runs already logged under it
                 first = siblings[0]
                 self.config_names[first] = f"{c.label} #1"
                 self.client.update_run(self.config_runs[first], name=self.config_names[first])
+                for run in self._children(f"tags.`clorch.level` = 'trial' and tags.`clorch.config_id` = '{first}'"):
+                    slot = run.info.run_name.rsplit(" ", 2)[-2:]
+                    self.client.update_run(run.info.run_id, name=" ".join([self.config_names[first], *slot]))
             note = "searched: " + ", ".join(f"{k} = {json.dumps(clean(v))}" for k, v in c.searched.items()) \
                 if c.searched else f"{c.label}: {c.method}"
             run = self._run(name, {**self.tags, "clorch.level": "config", "clorch.config_id": c.config_id,
