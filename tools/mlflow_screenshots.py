@@ -8,15 +8,20 @@ runs say they are), opens the study in headless Chromium (Debian's ``chromium`` 
 saves one PNG per page under ``--out``:
 
 - ``runs_table.png``: the experiment's runs table as clorch's address opens it (a training experiment, the
-  study's shared view: study and config runs expanded, key metric columns);
+  study's shared view: runs by name, each config run followed by its trial runs, key metric columns);
 - ``trial_artifacts.png``: a trial run's ``matrix.png`` in its artifacts tab;
 - ``config_artifacts.png``: a config run's ``learning_curve.png``;
 - ``trial_metrics.png``: a trial run's model-metrics tab (``acc_task_<j>`` per task as steps);
 - ``plain_address.png``: the experiment at its bare address (``#/experiments/<id>``), what MLflow opens without
-  clorch's query (its GenAI page in MLflow 3.17).
+  clorch's query (its GenAI overview in MLflow 3.17: "Traces 0").
 
-Both the server and the browser are stopped (by their process group) when it ends. PNGs are reduced to a 256
-colour palette (Pillow) so they stay small enough to commit. Exit 0 when every page showed its expected text;
+It also prints where the runs table's links lead (MLflow 3.17's drop ``workflowType``: a run page then opens
+as the browser's GenAI / Model training switch says) and the description's link to the study's view. Before the
+first page it marks MLflow's Assistant panel as already shown once (it opens itself on a local server's first
+visit and covers a third of the page); nothing else is set in the browser.
+
+Both the server and the browser are stopped (by their process group) when it ends. A PNG over 250 KB is reduced
+to a 256 colour palette (Pillow) so it stays small enough to commit. Exit 0 when every page showed its expected text;
 1 otherwise (the screenshot is still written, and what was missing is printed).
 """
 from __future__ import annotations
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         run_page = f"{base}/#/experiments/{eid}/runs"
         charts = "document.querySelectorAll('.js-plotly-plot').length >= 3"
         pages = [
-            ("runs_table.png", f"{base}/{ui_path(eid, args.study)}", [config_name, trial_name, "acc", "Model training"],
+            ("runs_table.png", f"{base}/{ui_path(eid, args.study)}", [config_name, trial_name, "acc", "matching runs"],
              None),
             ("trial_artifacts.png", f"{run_page}/{trial['info']['run_id']}/artifacts/matrix.png{ml}",
              ["matrix.png", "matrix.csv", "trial.json"], "document.querySelectorAll('img').length >= 1"),
@@ -267,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
              ["learning_curve.png", "opd_per_task.png"], "document.querySelectorAll('img').length >= 1"),
             ("trial_metrics.png", f"{run_page}/{trial['info']['run_id']}/model-metrics{ml}", ["acc_task_0", "acc_seen"],
              charts),
-            ("plain_address.png", f"{base}/#/experiments/{eid}", ["Traces"], None),
+            ("plain_address.png", f"{base}/#/experiments/{eid}", [], "document.body.innerText.length > 300"),
         ]
         wanted = set(args.pages.split(",")) if args.pages else None
         for name, url, expect, ready in pages:
@@ -280,10 +285,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path} ({path.stat().st_size // 1024} KB): {url}  [{state}]", flush=True)
             if missing:
                 problems.append(f"{name}: never showed {missing}")
-            if name == "runs_table.png":  # where the table's links lead (do they keep the page kind?)
+            if name == "runs_table.png":  # where the page's links lead: the table's runs, the description's view
                 links = asyncio.run(browser.run(url, "[...document.querySelectorAll('a[href*=\"/runs/\"]')]"
                                                      ".slice(0, 2).map(a => a.href)", args.timeout))
                 print(f"  run links in the table: {links}", flush=True)
+                view = asyncio.run(browser.run(url, "[...document.querySelectorAll('a[href*=\"viewStateShareKey\"]')]"
+                                                    ".map(a => a.href)", args.timeout))
+                print(f"  links to the study's view (the description): {view}", flush=True)
     finally:
         if browser is not None:
             browser.close()
