@@ -97,6 +97,7 @@ from torch import nn
 
 from datasets.benchmark import DeviceSplit
 from methods.finetune import Finetune
+from methods.loop import epoch_batches
 from methods.params import GradientParams
 from methods.protocol import MethodContext
 from methods.registry import METHODS
@@ -261,7 +262,8 @@ def block_gradients(backbone: nn.Module, blocks: list[nn.Module], head: nn.Modul
     """Per block, the mean over ``batches`` minibatches of d CE(head(backbone(x))) / d (block's parameters), flat.
 
     The minibatches are the first ``batches * batch_size`` positions of a
-    permutation of the data drawn from ``generator`` (float64 sums).
+    permutation of the data drawn from ``generator``, cut as the training loop
+    cuts them (float64 sums).
 
     ``fit``: (steps, lr) to fit ``head`` first on the backbone's features of
     the same minibatches (backbone frozen, no gradient into it). BN runs in
@@ -273,7 +275,8 @@ def block_gradients(backbone: nn.Module, blocks: list[nn.Module], head: nn.Modul
     flat = [p for ps in params for p in ps]
     saved = {k: b.clone() for k, b in backbone.named_buffers()}
     idx = torch.randperm(x.shape[0], generator=generator)[: batches * batch_size].to(x.device)
-    chunks = idx.split(batch_size)
+    chunks = epoch_batches(idx, batch_size)  # a one-sample remainder joins the batch before it (BN), as in training
+    idx = torch.cat(chunks)
     was_training = backbone.training
     backbone.train()
 
