@@ -3,8 +3,9 @@
 Reads results/<study>/trials/*.json (plain JSON; no torch) and prints, per
 arm (method label):
 
-- ACC (mean final accuracy), forgetting (mean over all but the last task of
-  a[k,k] - a[M,k]), as in summary.json;
+- ACC (mean final accuracy) and -BWT (mean over all but the last task of
+  a[k,k] - a[M,k], the spec's "Forgetting"; summary.json's Forgetting takes
+  the max over the rows instead of a[k,k]);
 - for every position after the first, whether the arriving task is *related*
   (same stretch as its predecessor: a 10-degree rotation) or a *jump* (a
   new stretch: another permutation), and per kind: a[t,t] (accuracy on the
@@ -40,7 +41,7 @@ def per_trial(rec: dict, stretch: int) -> dict:
     M = len(order)
     final = A[M - 1]
     out = {"acc": float(np.mean(final[order])),
-           "forgetting": float(np.mean([A[p, order[p]] - final[order[p]] for p in range(M - 1)])),
+           "neg_bwt": float(np.mean([A[p, order[p]] - final[order[p]] for p in range(M - 1)])),
            "kinds": {}}
     info = rec["task_info"]
     series = rec.get("series", {}).get("s_t")
@@ -66,12 +67,12 @@ def main() -> None:
     labels = list(by_label)
     print(f"{a.study}: {len(recs)} completed trials; {n_test} test images per task "
           f"(binomial SE of one accuracy p: sqrt(p(1-p)/{n_test}), e.g. {100 * math.sqrt(0.9 * 0.1 / n_test):.2f} at 90%)")
-    print("\n| arm | trials | ACC | forgetting | a[t,t] related | a[t,t] jump | final related | final jump | k_t related | k_t jump |")
+    print("\n| arm | trials | ACC | -BWT | a[t,t] related | a[t,t] jump | final related | final jump | k_t related | k_t jump |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for lab in labels:
         trials = list(by_label[lab].values())
         acc = np.array([t["acc"] for t in trials])
-        fg = np.array([t["forgetting"] for t in trials])
+        fg = np.array([t["neg_bwt"] for t in trials])
         cells = []
         for field in ("just", "final"):
             for kind in ("related", "jump"):

@@ -97,6 +97,7 @@ from torch import nn
 
 from datasets.benchmark import DeviceSplit
 from methods.finetune import Finetune
+from methods.loop import epoch_batches
 from methods.params import GradientParams
 from methods.protocol import MethodContext
 from methods.registry import METHODS
@@ -110,12 +111,12 @@ Summary = Literal["mean", "min"]
 class UpdateMagnitudeParams(GradientParams):
     strategy: Strategy = Field("adaptive", description="frozen: last k_min blocks | initialized: all | adaptive: k from the per-block gradient cosines")
     rule: Rule = Field("threshold", description="adaptive: threshold (open from the lowest block with s_t[b] < tau up) | graded (k_min + ceil((1-s)/2 (k_max-k_min)), s the graded_summary)")
-    tau: float = Field(0.5, ge=-1.0, le=1.0, description="adaptive, threshold rule: a block whose cosine is below tau is unrelated")
+    tau: float = Field(0.3, ge=-1.0, le=1.0, description="adaptive, threshold rule: a block whose cosine is below tau is unrelated")
     graded_summary: Summary = Field("mean", description="adaptive, graded rule: the per-block cosines' mean or min")
     k_min: int = Field(1, ge=0, description="backbone blocks trained on related tasks (frozen: on every task after the first)")
     k_max: int | None = Field(None, ge=0, description="backbone blocks trained on unrelated tasks; None: all blocks")
     grad_batches: int = Field(10, ge=1, le=100_000, description="minibatches whose mean gradient is g (each of g_{t-1} and g_t)")
-    gate_head: GateHead = Field("probe", description="task-incremental: probe (each gradient through a zero-initialised head fitted on its task's probe features) | shared (one extra head, fitted on before every probe)")
+    gate_head: GateHead = Field("probe", description="task-incremental: probe (each gradient through a zero-initialised head fitted on its task's probe features) | shared (one extra zero-initialised head, fitted further before every probe)")
     reference_head: Literal["probe", "trained"] = Field("probe", description="gate_head probe: g_{t-1} through a probe head (probe) or through task t-1's trained head (trained: fails the identical-task check)")
     probe_steps: int = Field(30, ge=1, le=100_000, description="full-batch gradient-descent steps fitting a probe head on the probe features (backbone frozen)")
     probe_lr: float = Field(0.1, gt=0.0, description="learning rate of the probe head's fit")
@@ -261,7 +262,8 @@ def block_gradients(backbone: nn.Module, blocks: list[nn.Module], head: nn.Modul
     """Per block, the mean over ``batches`` minibatches of d CE(head(backbone(x))) / d (block's parameters), flat.
 
     The minibatches are the first ``batches * batch_size`` positions of a
-    permutation of the data drawn from ``generator`` (float64 sums).
+    permutation of the data drawn from ``generator``, cut as the training loop
+    cuts them (float64 sums).
 
     ``fit``: (steps, lr) to fit ``head`` first on the backbone's features of
     the same minibatches (backbone frozen, no gradient into it). BN runs in
@@ -273,7 +275,8 @@ def block_gradients(backbone: nn.Module, blocks: list[nn.Module], head: nn.Modul
     flat = [p for ps in params for p in ps]
     saved = {k: b.clone() for k, b in backbone.named_buffers()}
     idx = torch.randperm(x.shape[0], generator=generator)[: batches * batch_size].to(x.device)
-    chunks = idx.split(batch_size)
+    chunks = epoch_batches(idx, batch_size)  # a one-sample remainder joins the batch before it (BN), as in training
+    idx = torch.cat(chunks)
     was_training = backbone.training
     backbone.train()
 

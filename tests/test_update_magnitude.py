@@ -180,12 +180,12 @@ def test_a_10_degree_rotation_scores_far_above_two_unrelated_permutations(mnist_
 
 def test_the_probe_moves_no_weight_no_bn_statistic_and_no_training_rng():
     torch.manual_seed(0)
-    x = torch.randn(96, 3, 16, 16)
+    x = torch.randn(97, 3, 16, 16)  # 6 batches of 16 and one image, which joins the last batch (as in training)
     y = (x[:, 0].mean(dim=(1, 2)) > 0).long()
     data = DeviceSplit(x, y)
     for gate in ({"gate_head": "probe"}, {"gate_head": "shared", "probe_sample": "fresh"}):
         m = make((3, 16, 16), (2, 2), strategy="adaptive", backbone="resnet9", channels=[4, 8, 8, 8], epochs=1,
-                 batch_size=16, grad_batches=3, **gate)
+                 batch_size=16, grad_batches=7, **gate)
         m.net.train()
         m.net(x[:16], 0)  # running statistics away from their initial values
         before = _snapshot(m.net)
