@@ -60,7 +60,8 @@ class Rehearsal(Finetune):
     def task_series(self) -> dict[str, Any]:
         """The memory after the task: samples per label (global classes in class_incremental, a task's
         own labels otherwise) and per task identity."""
-        return {"buffer_per_class": self.buffer.class_counts(self.num_classes),
+        return {**super().task_series(),  # the LoT scheduler's counts, when it is on
+                "buffer_per_class": self.buffer.class_counts(self.num_classes),
                 "buffer_per_task": self.buffer.task_counts(self.ctx.num_tasks)}
 
     def state_dict(self) -> dict[str, Any]:

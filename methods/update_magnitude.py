@@ -394,7 +394,7 @@ class UpdateMagnitude(Finetune):
 
     def task_series(self) -> dict[str, Any]:
         """Per task position: s_t per block (input to output; NaN for the first task) and k_t."""
-        return {"s_t": list(self.last_s), "k_t": self.last_k}
+        return {**super().task_series(), "s_t": list(self.last_s), "k_t": self.last_k}  # + the scheduler's counts
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
