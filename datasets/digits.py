@@ -41,13 +41,35 @@ class PermutedDigitsParams(_DigitsCommon):
     permute_first: bool = Field(False, description="permute task 0 too (default: task 0 is the original images)")
 
 
+def _digits_file() -> str | None:
+    """scikit-learn's bundled ``datasets/data/digits.csv.gz``, found without importing scikit-learn (its import
+    takes seconds, every study on the digits paid it in the driver and in every worker); None if not there."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("sklearn")
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = os.path.join(root, "datasets", "data", "digits.csv.gz")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 @lru_cache(maxsize=1)
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
+    """The 1,797 8x8 digits (values 0..16 scaled to [0, 1]) and their labels, as ``sklearn.datasets.load_digits``
+    gives them: read from its file directly (64 pixel columns, then the label), else through scikit-learn."""
+    path = _digits_file()
+    if path is not None:
+        table = np.loadtxt(path, delimiter=",")
+        data, target = table[:, :-1], table[:, -1]
+    else:
+        from sklearn.datasets import load_digits
 
-    bunch = load_digits()
-    x = (bunch.data / 16.0).astype(np.float32).reshape(-1, *INPUT_SHAPE)
-    return x, bunch.target.astype(np.int64)
+        bunch = load_digits()
+        data, target = bunch.data, bunch.target
+    x = (data / 16.0).astype(np.float32).reshape(-1, *INPUT_SHAPE)
+    return x, target.astype(np.int64)
 
 
 def _train_test(p: _DigitsCommon):

@@ -280,5 +280,18 @@ def _compare(args) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``clorch`` command: ``main()``, then the exit handlers a normal exit runs (logging, Ray, MLflow), then
+    exit without Python's teardown of every loaded module, which after a study (torch, Ray's threads, MLflow)
+    took about 3 s of nothing the user waits for (bench/study_overhead.py). An exception exits the normal way."""
+    import atexit
+
+    rc = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc if isinstance(rc, int) else 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -83,3 +83,25 @@ def test_task_on_device_shares_memory_on_cpu():
     split = t.on("cpu", "train")
     assert split.x.data_ptr() == t.x_train.ctypes.data  # no copy for the object-store case
     assert split.y.dtype.is_floating_point is False
+
+
+def test_the_digits_read_from_the_bundled_file_equal_scikit_learns_load_digits(monkeypatch):
+    """The loader reads scikit-learn's digits file without importing scikit-learn (seconds per process);
+    the same arrays as load_digits, and the fallback through scikit-learn when the file is not found."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from datasets import digits
+
+    bunch = load_digits()
+    digits._load_digits.cache_clear()
+    x, y = digits._load_digits()
+    assert digits._digits_file() is not None
+    np.testing.assert_array_equal(x.reshape(len(x), -1), (bunch.data / 16.0).astype(np.float32))
+    np.testing.assert_array_equal(y, bunch.target)
+    monkeypatch.setattr(digits, "_digits_file", lambda: None)
+    digits._load_digits.cache_clear()
+    x2, y2 = digits._load_digits()
+    np.testing.assert_array_equal(x2, x)
+    np.testing.assert_array_equal(y2, y)
+    digits._load_digits.cache_clear()

@@ -30,6 +30,7 @@ def write_study(root: Path, name: str, orders: int) -> Path:
                                                     "lr": 0.001}}],
         "tracking": {"uri": f"sqlite:///{root}/mlflow.db"},
         "output_dir": str(root / "results"),
+        "checkpoint_every_s": 0,  # a checkpoint after every task: the kill lands between two of them
     }
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(study))

@@ -112,3 +112,15 @@ def test_clorch_help_loads_no_torch_ray_or_mlflow():
     assert out.returncode == 0, out.stderr
     loaded = out.stdout.strip().splitlines()[-1]
     assert loaded == "LOADED:", f"clorch --help loaded {loaded}"
+
+
+def test_clorch_list_and_validate_load_torch_but_no_ray_mlflow_or_plotting():
+    """`clorch list` and `clorch validate` need the methods' parameters (torch) and nothing heavier."""
+    heavy = ('ray', 'mlflow', 'optuna', 'matplotlib', 'pandas', 'torchvision')
+    for argv in (['list'], ['list', 'halrp'], ['validate', 'studies/quickstart.yaml']):
+        code = ("import sys, contextlib, io\nfrom orchestrator.cli import main\n"
+                f"with contextlib.redirect_stdout(io.StringIO()):\n    rc = main({argv!r})\n"
+                f"print('RC', rc, 'LOADED:' + ','.join(sorted(m for m in {heavy!r} if m in sys.modules)))\n")
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip().splitlines()[-1] == "RC 0 LOADED:", (argv, out.stdout)

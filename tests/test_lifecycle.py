@@ -30,7 +30,8 @@ def study_dict(root: Path, name: str, **extra) -> dict:
     return {"name": name, "benchmark": {"name": "permuted_digits", "params": {"num_tasks": TASKS}},
             "orders": {"kind": "random", "count": 2, "seed": 0},
             "methods": [{"name": "finetune", "label": "ft", "params": {"training": {"epochs": 1}}}],
-            "output_dir": str(root / "results"), "tracking": {"uri": f"sqlite:///{root}/mlflow.db"}, **extra}
+            "output_dir": str(root / "results"), "tracking": {"uri": f"sqlite:///{root}/mlflow.db"},
+            "checkpoint_every_s": 0, **extra}  # per-task checkpoints: what resume goes on from
 
 
 def write(root: Path, d: dict) -> Path:

@@ -41,8 +41,9 @@ def use_cluster_token(address: str | None) -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
-def connect(address: str | None, runtime_env: dict | None = None) -> None:
-    """Start an embedded local Ray (address None), or join the cluster at ``address``.
+def connect(address: str | None, runtime_env: dict | None = None) -> bool:
+    """Start an embedded local Ray (address None), or join the cluster at ``address``; True when this call
+    started or joined it (the caller then shuts it down when done), False for one already initialised.
 
     ``runtime_env`` applies to every worker of this driver (the driver's code and plugins, see
     run/driver.worker_environment). An already initialised Ray (a test's, a notebook's) is kept as it is.
@@ -52,18 +53,19 @@ def connect(address: str | None, runtime_env: dict | None = None) -> None:
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if address is None:
         # "local" forces a fresh embedded instance even if a cluster is reachable.
         with _loopback_only():
             ray.init(address="local", include_dashboard=False, logging_level=_ray_log_level(), configure_logging=True,
                      runtime_env=runtime_env, _node_ip_address=LOOPBACK)
-        return
+        return True
     _probe(address)
     try:
         ray.init(address=address, logging_level=_ray_log_level(), configure_logging=True, runtime_env=runtime_env)
     except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, AuthenticationError, RuntimeError
         raise ClusterUnreachable(_explain(address, e)) from None
+    return True
 
 
 LOOPBACK = "127.0.0.1"

@@ -94,6 +94,12 @@ def _ordered(records: Sequence[TrialRecord]) -> list[TrialRecord]:
 def learning_curve_png(records: Sequence[TrialRecord], title: str) -> bytes | None:
     """Mean test accuracy on the tasks learned so far after each task: a thin line per completed trial, the mean
     over them thick. None without a completed trial of a task sequence."""
+    fig = learning_curve_figure(records, title)
+    return None if fig is None else _png(fig)
+
+
+def learning_curve_figure(records: Sequence[TrialRecord], title: str):
+    """learning_curve_png's Figure (not rendered: results/figure_pool.py renders many at once)."""
     done = _ordered(records)
     if not done:
         return None
@@ -116,13 +122,19 @@ def learning_curve_png(records: Sequence[TrialRecord], title: str) -> bytes | No
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title(f"{title}: learning curve", fontsize=9)
-    return _png(fig)
+    return fig
 
 
 def opd_per_task_png(records: Sequence[TrialRecord], title: str) -> bytes | None:
     """Per task identity, its final test accuracy under each order (seeds of an order averaged) as points, the
     range between them as a bar: the bar's height is the task's OPD, written above it. None with no completed
     trial of a task sequence."""
+    fig = opd_per_task_figure(records, title)
+    return None if fig is None else _png(fig)
+
+
+def opd_per_task_figure(records: Sequence[TrialRecord], title: str):
+    """opd_per_task_png's Figure (not rendered)."""
     done = [r for r in _ordered(records) if not r.truncated]
     if not done:
         return None
@@ -147,4 +159,4 @@ def opd_per_task_png(records: Sequence[TrialRecord], title: str) -> bytes | None
     ax.set_ylim(0, 110)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(f"{title}: final accuracy per task over {len(by_order)} orders (bar = OPD)", fontsize=9)
-    return _png(fig)
+    return fig

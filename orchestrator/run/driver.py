@@ -88,7 +88,8 @@ class TuneRuns:
 
     def unit(self, spec: TrialSpec) -> dict[str, Any]:
         found = self.checkpoints.get(spec.trial_id)  # the furthest first; the trial falls back to older ones
-        return {"trial": spec.to_dict(), "resume_from": [path for path, _ in found] if found else None}
+        return {"trial": spec.to_dict(), "resume_from": [path for path, _ in found] if found else None,
+                "checkpoint_every_s": self.study.checkpoint_every_s}
 
     def _fit(self, phase: str, num_samples: int, param_space: dict[str, Any], search_alg=None,
              schedule: bool = True) -> None:
@@ -240,6 +241,7 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
 def _run_study(study: Study, address: str | None, data_root: str | None, resume: bool,
                life: lifecycle.StudyRun) -> dict[str, Any]:
     from orchestrator.results.tracking import StudyTracker, ui_address
+    from orchestrator.results.tracking_writer import TrialRunWriter
 
     benchmark = build_benchmark(study, data_root)  # a missing dataset fails here, before anything is written
     setting = setting_of(study, benchmark.default_setting)
@@ -263,7 +265,7 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
     probe(address)  # a cluster that does not answer fails before anything is written
     life.start()  # the lock and study.json: this run's first writes
     print(f"starting Ray ({'joining ' + address if address else 'embedded, on this machine'})...", flush=True)
-    connect(address, runtime_env=worker_environment(study, address))
+    owned_ray = connect(address, runtime_env=worker_environment(study, address))
     import ray
 
     if address:  # a trial that fits no node would wait forever: refuse before any trial
@@ -286,6 +288,7 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
                            study_defaults={"search": type(study.search)().model_dump(mode="json")},
                            description=_description(study, benchmark, orders),
                            trial_artifacts=study.tracking.trial_artifacts)
+    tracker = TrialRunWriter(tracker)  # trial runs are written on a thread: a trial's end never holds Tune up
     life.retire_trial_runs(tracker)  # --resume --allow-changes: the runs of earlier trials that no longer belong
     recorder = StudyRecorder(out, tracker, benchmark.num_tasks, benchmark.kind, previous, chance=_chance(study, benchmark))
     for c in configs:
@@ -320,6 +323,9 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
             recorder.interrupted("not scheduled: " + str(cause).split(":")[0])  # keep finished tasks, as Ctrl-C
             tracker.interrupt()
             raise cause from None
+    tracker.close()  # every trial run is in MLflow
+    if owned_ray:  # this run started (or joined) Ray: let it go before the summary and report need the cores
+        ray.shutdown()
 
     all_configs = list(recorder.configs.values())
     records = [r for c in all_configs for r in recorder.records_of(c.config_id)]
@@ -344,8 +350,8 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
                 entry["source_config_id"] = source
     summary["mlflow_study_run"] = tracker.study_run  # where the report (written by the caller) is logged
     write_json(out / "summary.json", summary)
-    for entry in summary["configs"]:
-        tracker.log_config(entry["config_id"], entry, recorder.records_of(entry["config_id"]))
+    tracker.log_configs([(entry["config_id"], entry, recorder.records_of(entry["config_id"]))
+                         for entry in summary["configs"]])
     tracker.log_paired(summary.get("paired"))
     tracker.finish(summary, failed=summary["trials_failed"] > 0)
     print(format_table(summary))

@@ -1,4 +1,4 @@
-"""The function every Tune worker runs: one trial, checkpointed after every task.
+"""The function every Tune worker runs: one trial, checkpointed after its tasks (``checkpoint_every_s``).
 
 It imports torch and the method core inside the worker, never in the driver
 before it is needed, and reports each task's row through ``tune.report``.
@@ -14,7 +14,7 @@ from orchestrator.study.schema import TrialSpec
 
 
 def trainable(config: dict[str, Any], benchmark: datasets.Benchmark, plugins: list[dict[str, str]] = ()) -> None:
-    """Runs inside a Tune worker process: one trial, checkpointed after every task.
+    """Runs inside a Tune worker process: one trial, checkpointed after a task once ``checkpoint_every_s`` passed.
 
     ``plugins``: the study's plugin refs as the driver loaded them; imported here (once per worker process)
     before the method registry is read, so a researcher's own method runs in every worker.
@@ -61,7 +61,7 @@ def trainable(config: dict[str, Any], benchmark: datasets.Benchmark, plugins: li
 
     try:
         run_trial(spec, benchmark, report=report, device=pick_device(config["gpu"]), resume=resume,
-                  checkpoints=benchmark.kind == "classification")
+                  checkpoints=benchmark.kind == "classification", checkpoint_every_s=unit.get("checkpoint_every_s", 0.0))
     except (MemoryError, torch.cuda.OutOfMemoryError):
         raise
     except Exception as e:  # noqa: BLE001 - deterministic: the same config fails the same way on a retry

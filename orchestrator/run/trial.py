@@ -29,7 +29,7 @@ def pick_device(gpu: float = 0.0) -> torch.device:
 
 def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = None,
               device: torch.device | None = None, resume: TrialState | None = None,
-              checkpoints: bool = False) -> dict[str, Any]:
+              checkpoints: bool = False, checkpoint_every_s: float = 0.0) -> dict[str, Any]:
     """Train ``spec.order`` in sequence; return the trial record's JSON (matrix aligned by task identity).
 
     The record is built by orchestrator.results.records (``ClassificationRecord.from_rows``
@@ -43,8 +43,13 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
     floats}) is called; the row carries it as ``series``, the record as
     ``series[name][position]``.
 
-    ``checkpoints``: every reported row carries a ``checkpoint`` (a TrialState
-    after that task) for the caller to store. ``resume``: such a state; the
+    ``checkpoints``: a reported row carries a ``checkpoint`` (a TrialState
+    after that task) for the caller to store, when ``checkpoint_every_s``
+    seconds passed since the trial's start or its last checkpoint (0: every
+    row, the last included; otherwise never the last row, which carries the
+    record: a finished trial has nothing to resume). Saving costs a copy of the method's state and a
+    Tune storage sync; a few short tasks are cheaper to redo after a lost
+    worker than to save. ``resume``: such a state; the
     trial goes on from the task after it, with the method, the RNGs and the
     matrix as they were, so the result equals an uninterrupted run's.
     """
@@ -85,6 +90,7 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
         first["init_row"] = to_json_row(np.array([accuracy(lambda x, j=j: method.predict(x, j), test[j].x, test[j].y)
                                                   for j in range(T)], dtype=float))
     learn_all = getattr(method, "learn_all", None)  # offline methods (joint) see every task first
+    saved = time.perf_counter()  # the last checkpoint (or the start): checkpoint_every_s counts from it
     for position, task_id in enumerate(spec.order[:last]):
         if position < start:
             continue
@@ -120,7 +126,9 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
             out = dict(row)
             if position == start and start > 0:
                 out["rows_before"] = rows[:-1]  # a resumed trial: the driver may not have seen them
-            if checkpoints:
+            if checkpoints and (checkpoint_every_s <= 0 or (position < last - 1 and
+                                                            time.perf_counter() - saved >= checkpoint_every_s)):
+                saved = time.perf_counter()
                 out["checkpoint"] = TrialState(position + 1, [dict(r) for r in rows], method.state_dict(),
                                                capture_rng(), resumed_at)
             if position == last - 1:  # the record travels with the last row: a scheduler that stops

@@ -255,7 +255,12 @@ class Study(Strict):
                                                    "by order (paired differences); default: the first method's label")
     storage: str | None = Field(None, description="Ray Tune storage for trial checkpoints: a path every node "
                                                   "sees (NFS) or s3://...; default <output_dir>/<name>/tune")
-    retries: int = Field(2, ge=0, le=1000, description="times a trial whose worker dies is retried from its last task")
+    retries: int = Field(2, ge=0, le=1000, description="times a trial whose worker dies is retried from its last "
+                                                       "checkpoint")
+    checkpoint_every_s: float = Field(10.0, ge=0.0, description="a trial checkpoints after a task only when at least "
+                                      "this many seconds of training passed since its last checkpoint (or its "
+                                      "start): a few short tasks are cheaper to redo than to save; 0: after every "
+                                      "task")
     plugins: list[str] = Field([], description="your own methods/benchmarks: .py files or package folders relative "
                                                "to the study file, or importable module names")
     _plugin_refs: list = PrivateAttr(default_factory=list)  # what loading resolved; shipped to every trial worker
