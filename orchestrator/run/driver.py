@@ -265,7 +265,24 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
     probe(address)  # a cluster that does not answer fails before anything is written
     life.start()  # the lock and study.json: this run's first writes
     print(f"starting Ray ({'joining ' + address if address else 'embedded, on this machine'})...", flush=True)
-    owned_ray = connect(address, runtime_env=worker_environment(study, address))
+
+    def open_tracker() -> StudyTracker:
+        life.retire_mlflow(study.tracking.uri, study.experiment)  # --overwrite: the earlier tree to MLflow's deleted stage
+        return StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs,
+                            resume=resume, defaults={m.name: method_defaults(m.name) for m in study.methods},
+                            study_defaults={"search": type(study.search)().model_dump(mode="json")},
+                            description=_description(study, benchmark, orders),
+                            trial_artifacts=study.tracking.trial_artifacts)
+
+    opening = None
+    if address is None:  # an embedded Ray's start is seconds of waiting: MLflow (import, tables, study run) opens meanwhile
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="clorch-mlflow-open") as pool:
+            opening = pool.submit(open_tracker)
+            owned_ray = connect(address, runtime_env=worker_environment(study, address))
+    else:
+        owned_ray = connect(address, runtime_env=worker_environment(study, address))
     import ray
 
     if address:  # a trial that fits no node would wait forever: refuse before any trial
@@ -282,13 +299,7 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
         _previous_records(out, resume)
     storage = study.storage or str(out / "tune")
     lineage = checkpoint_store.Lineage(out, storage, resume)
-    life.retire_mlflow(study.tracking.uri, study.experiment)  # --overwrite: the earlier tree to MLflow's deleted stage
-    tracker = StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs,
-                           resume=resume, defaults={m.name: method_defaults(m.name) for m in study.methods},
-                           study_defaults={"search": type(study.search)().model_dump(mode="json")},
-                           description=_description(study, benchmark, orders),
-                           trial_artifacts=study.tracking.trial_artifacts)
-    tracker = TrialRunWriter(tracker)  # trial runs are written on a thread: a trial's end never holds Tune up
+    tracker = TrialRunWriter(opening.result() if opening is not None else open_tracker())  # trial runs are written on a thread: a trial's end never holds Tune up
     life.retire_trial_runs(tracker)  # --resume --allow-changes: the runs of earlier trials that no longer belong
     recorder = StudyRecorder(out, tracker, benchmark.num_tasks, benchmark.kind, previous, chance=_chance(study, benchmark))
     for c in configs:
