@@ -43,6 +43,9 @@ class IDBD(torch.optim.Optimizer):
                                       normalized=normalized, tau=tau))
         self.max_step = max_step
         self._largest: torch.Tensor | None = None  # on the device: no sync per step
+        # normalised: exp(beta) as the last step left it, reused as the next step's first exp(beta)
+        # while the betas are the same tensors, unmodified (their version counters say so)
+        self._alpha_memo: dict[int, tuple[list[torch.Tensor], list[int], list[torch.Tensor]]] = {}
 
     def _beta_state(self, group, p) -> dict:
         """The state holding the beta (and v) that governs ``p``."""
@@ -62,7 +65,7 @@ class IDBD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         tops: list[torch.Tensor] = []
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             live = [p for p in group["params"] if p.grad is not None]
             if not live:
                 continue
@@ -70,13 +73,13 @@ class IDBD(torch.optim.Optimizer):
             for p, st in zip(live, states):  # state only, once: the arithmetic is foreach
                 if "h" not in st:
                     st["h"] = torch.zeros_like(p)
-            tops.append(self._step_group(group, live, [st["h"] for st in states]))
+            tops.append(self._step_group(group, live, [st["h"] for st in states], index))
         if tops:
             top = torch.stack(tops).max() if len(tops) > 1 else tops[0]
             self._largest = top if self._largest is None else torch.maximum(self._largest, top)
         return loss
 
-    def _step_group(self, group, params: list[torch.nn.Parameter], hs: list[torch.Tensor]) -> torch.Tensor:
+    def _step_group(self, group, params: list[torch.nn.Parameter], hs: list[torch.Tensor], index: int) -> torch.Tensor:
         """One step of every live tensor of ``group`` with foreach ops; returns the largest step-size.
 
         Each elementwise operation of the per-tensor rule (the module docstring) is one
@@ -104,7 +107,7 @@ class IDBD(torch.optim.Optimizer):
             # dropped as soon as they are dead: fewer live buffers, no heap growth per step.
             size = torch._foreach_abs(gh)
             if curv is not None:
-                t = torch._foreach_exp(betas)
+                t = self._recall_alpha(index, betas)
                 torch._foreach_mul_(t, curv if mode == "parameter" else _sums(curv, mode == "scalar"))
                 diff = torch._foreach_sub(size, vs)
                 torch._foreach_mul_(t, diff)
@@ -139,7 +142,7 @@ class IDBD(torch.optim.Optimizer):
             torch._foreach_sub_(betas, gh)
             del gh
         alpha = torch._foreach_exp(betas)
-        top = torch.stack(torch._foreach_max(alpha)).max() if len(alpha) > 1 else alpha[0].max()
+        top = _largest(alpha)
         step = torch._foreach_mul(grads, alpha[0]) if mode == "scalar" else torch._foreach_mul(alpha, grads)
         torch._foreach_sub_(params, step)
         if curv is not None:  # h <- h max(0, 1 - alpha c) - alpha g
@@ -152,7 +155,18 @@ class IDBD(torch.optim.Optimizer):
             torch._foreach_clamp_min_(curv, 0.0)
             torch._foreach_mul_(hs, curv)
         torch._foreach_sub_(hs, step)
+        if group["normalized"] and curv is not None:
+            self._alpha_memo[index] = (betas, [b._version for b in betas], alpha)
         return top
+
+    def _recall_alpha(self, index: int, betas: list[torch.Tensor]) -> list[torch.Tensor]:
+        """exp(betas): the previous step's, if these are the betas it left, else computed (same bits)."""
+        memo = self._alpha_memo.pop(index, None)
+        if memo is not None:
+            old, versions, alpha = memo
+            if len(old) == len(betas) and all(a is b and b._version == v for a, b, v in zip(old, betas, versions)):
+                return alpha
+        return torch._foreach_exp(betas)
 
     def check(self) -> None:
         """Raise TrainingDiverged if a step-size ever exceeded ``max_step`` (one sync; call per task)."""
@@ -182,3 +196,16 @@ def _sums(tensors: list[torch.Tensor], together: bool) -> list[torch.Tensor]:
     """
     sums = [t.sum() for t in tensors]
     return [sum(sums)] if together else sums
+
+
+def _largest(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The largest element of all ``tensors`` (NaN if any is NaN), a 0-d tensor on their device.
+
+    CUDA: one fused foreach kernel; CPU: one amax per tensor, which is about
+    twice as fast there as torch's full max reduction that _foreach_max runs.
+    """
+    if len(tensors) == 1:
+        return tensors[0].amax()
+    if tensors[0].is_cuda:
+        return torch.stack(torch._foreach_max(tensors)).amax()
+    return torch.stack([t.amax() for t in tensors]).amax()

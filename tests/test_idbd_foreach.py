@@ -162,3 +162,26 @@ def test_state_dict_round_trip_continues_identically():
             o.step()
     for pa, pb in zip(net.parameters(), net2.parameters()):
         assert torch.equal(pa, pb)
+
+
+@pytest.mark.parametrize("groups", ("parameter", "layer", "scalar"))
+def test_betas_changed_between_steps_are_read_afresh(groups):
+    """The normalised step reuses the last exp(beta) only while beta is untouched: an in-place
+    change, or a state loaded into the same optimiser, is seen."""
+    kw = dict(lr=0.05, meta_lr=0.05, groups=groups, normalized=True)
+    batches = _batches(6)
+    runs = []
+    for cls in (IDBD, ReferenceIDBD):
+        net, opt = _train(cls, kw, batches[:2])
+        for i, (x, y) in enumerate(batches[2:]):
+            if i == 1:
+                for st in opt.state.values():
+                    if "beta" in st:
+                        st["beta"].add_(0.25)
+            if i == 2:
+                opt.load_state_dict(opt.state_dict())
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+        runs.append((net, opt))
+    _assert_same(*runs)
