@@ -7,7 +7,9 @@ samples, for each layer L with parameters theta_L:
 
 - signal G = ||mean_i g_i||^2 and noise sigma^2 = (1/B) sum_i ||g_i - mean g||^2,
   g_i the gradient of sample i's loss w.r.t. theta_L (torch.func: vmap over
-  grad, in chunks so the per-sample gradients of a wide layer fit in memory);
+  grad; for an nn.Linear layer through g_i = d_i a_i^T without forming the B
+  per-sample weight gradients, for other layers in chunks so that theirs fit
+  in memory: ``signal_and_noise_tensors``);
 - sharpness lambda = |v^T H_LL v| for the unit vector v of warm-started power
   iteration on the layer's diagonal Hessian block H_LL (Hessian-vector
   products by double backward; v is kept per layer between control steps,
@@ -26,7 +28,9 @@ samples, for each layer L with parameters theta_L:
   (combined, V the curvature volatility).
 
 Everything here only reads: no .grad, no parameter, no buffer and no RNG that
-training uses is touched, so measuring does not change the training run.
+training uses is touched, so measuring does not change the training run. The
+``*_tensors`` / ``rayleigh_quotient`` / ``adam_moments`` forms leave their
+results on the device, so that the scheduler's control step reads the host once.
 ``dead_unit_fractions`` (a diagnostic, not a signal) counts the hidden units
 that output 0 on every image given.
 """
