@@ -70,10 +70,11 @@ from torch import nn
 from methods.components import Component, register_flat_keys, tagged_keys
 from methods.lot_signals import (
     Loss,
-    adam_effective_step,
+    adam_moments,
+    effective_step_from,
     layer_groups,
-    rayleigh_sharpness,
-    signal_and_noise,
+    rayleigh_quotient,
+    signal_and_noise_tensors,
     threshold,
 )
 
@@ -272,18 +273,30 @@ class LotScheduler:
             data = dict(zip(names, data))
             full = dict(zip(names, full))
             # sigma^2 of the task loss's per-sample gradients around their own mean
-            noise = signal_and_noise(self.net, self.loss, active, xb, yb, {k: g.detach() for k, g in data.items()})
+            noise = signal_and_noise_tensors(self.net, self.loss, active, xb, yb,
+                                             {k: g.detach() for k, g in data.items()})
+            # every layer's quantities stay on the device until one read: a single host sync per control step
+            pending = []
             for name, params in active.items():
-                step = adam_effective_step(self.optimizer, self.groups[name], p.weights_only)
-                if step is None:
+                reads = adam_moments(self.optimizer, self.groups[name], p.weights_only)
+                if reads is None:
                     continue
-                eta_eff, alpha_agg = step
                 vector = self.vectors.get(name) or [
                     torch.randn(w.shape, generator=self.generator).to(w.device) for _, w in params]
-                sharpness, self.vectors[name] = rayleigh_sharpness(
+                quotient, self.vectors[name] = rayleigh_quotient(
                     [full[k] for k, _ in params], [w for _, w in params], vector, p.power_iters)
-                signal = float(sum(full[k].detach().double().pow(2).sum() for k, _ in params))  # G of the full loss
-                sigma2 = noise[name][1]
+                signal = sum(full[k].detach().double().pow(2).sum() for k, _ in params)  # G of the full loss
+                pending.append((name, reads, [quotient.double(), signal, noise[name][1]]))
+            flat = torch.stack([t for _, reads, rest in pending
+                                for t in (*(x for r in reads for x in r[1:3]), *rest)]).tolist() if pending else []
+            at = 0
+            for name, reads, _ in pending:
+                n = 2 * len(reads)
+                values = list(zip(flat[at:at + n:2], flat[at + 1:at + n:2]))
+                quotient, signal, sigma2 = flat[at + n:at + n + 3]
+                at += n + 3
+                eta_eff, alpha_agg = effective_step_from(self.groups[name], reads, values)
+                sharpness = abs(quotient)
                 s = alpha_agg * sharpness
                 volatility = self.volatility[name].update(s)
                 tau = threshold(xb.shape[0], signal, sigma2, p.threshold, p.volatility_weight, volatility)
