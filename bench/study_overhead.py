@@ -75,7 +75,10 @@ def done():
     print("STAMPS " + json.dumps(stamps), flush=True)
 atexit.register(done)
 sys.argv = ["clorch", "run", {study!r}, "--overwrite"] + {extra!r}
-cli.entry()  # what the installed `clorch` command runs
+if hasattr(cli, "entry"):
+    cli.entry()  # what the installed `clorch` command runs
+else:  # a checkout from before the entry point (a 'before' measurement)
+    sys.exit(cli.main())
 """
 
 
