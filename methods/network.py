@@ -72,7 +72,10 @@ class TaskNetwork(nn.Module):
         """Logits of samples from several tasks at once (a replay batch): each sample through its own
         task's head. Task-incremental heads are padded to the widest (-inf, or 0 when ``raw``), computed
         for every sample and gathered, so there is no per-task Python and no device sync."""
-        features = self.backbone(x)
+        return self.head_logits(self.backbone(x), task_ids, raw)
+
+    def head_logits(self, features: torch.Tensor, task_ids: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """forward_tasks after the backbone: the heads' logits of backbone ``features``."""
         if not self.task_incremental:
             out = self.heads[0](features)
             return out if raw else self.mask(out)
@@ -80,4 +83,4 @@ class TaskNetwork(nn.Module):
         fill = 0.0 if raw else float("-inf")
         logits = torch.stack([nn.functional.pad(h(features), (0, width - h.out_features), value=fill)
                               for h in self.heads])
-        return logits[task_ids, torch.arange(x.shape[0], device=x.device)]
+        return logits[task_ids, torch.arange(features.shape[0], device=features.device)]
