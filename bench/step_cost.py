@@ -5,17 +5,22 @@ One run, side by side, one thread, the same model (MLP 784-256-256 by default,
 method draws its minibatches from the same seeded permutation) and the same
 number of steps (``--steps``). Each contestant first learns task 0 untimed (so
 EWC has a Fisher, replay a full memory, HALRP a frozen base), then the
-optimiser steps of task 1 are timed: the ``fit`` call that runs them, so
+optimiser steps of task 1 are timed (the process's CPU time by default, which
+other processes' load on a shared machine does not inflate; ``--clock
+wall``): the ``fit`` call that runs them, so
 EWC's Fisher after the task and HALRP's free fine-tune, SVD and pruning are
 not counted (HALRP: its low-rank phase, the later-task step). Every repeat
-builds every contestant afresh and runs them in a rotated order (alternating
-contestants); the ratio is the median over ``--repeats`` of the per-repeat
-ratio to that repeat's finetune with the same optimiser and setting.
+builds and prepares every contestant afresh, then runs their timed tasks back
+to back in a rotated order (alternating contestants). The ratio is the median
+seconds per step over the median of finetune with the same optimiser and
+setting; ``paired`` beside it is the median over ``--repeats`` of the ratio
+within each repeat.
 
   SGD lr 0.01, class-incremental: finetune, ewc, ewc online, l2, wasserstein, er, der_pp (buffer 500)
   Adam lr 1e-3, task-incremental:  finetune, halrp (later task, low-rank phase)
 
 Run: .venv/bin/python bench/step_cost.py [--steps N] [--repeats R] [--batch B] [--backbone mlp|lenet]
+     [--clock cpu|wall] [--only LABEL ...]
 """
 from __future__ import annotations
 
@@ -53,7 +58,8 @@ REFERENCE = {(SGD["name"], CLASS_INC): "finetune", (ADAM["name"], TASK_INC): "fi
 class FitTimer:
     """Wraps the modules' ``fit``: the wall time and step count of every call, in order."""
 
-    def __init__(self):
+    def __init__(self, clock=time.perf_counter):
+        self.clock = clock
         self.calls: list[tuple[float, int]] = []
         self.originals = {mod: mod.fit for mod in (methods.finetune, methods.halrp)}
 
@@ -74,9 +80,9 @@ class FitTimer:
                 steps[0] += 1
                 return step(xb, yb)
 
-            started = time.perf_counter()
+            started = self.clock()
             out = original(counted, x, y, epochs=epochs, batch_size=batch_size, generator=generator)
-            self.calls.append((time.perf_counter() - started, steps[0]))
+            self.calls.append((self.clock() - started, steps[0]))
             return out
         return timed
 
@@ -100,18 +106,22 @@ def task(k: int, n: int, input_shape: tuple[int, ...], setting: str) -> DeviceSp
     return DeviceSplit(torch.randn(n, *input_shape, generator=g), torch.randint(low, low + 2, (n,), generator=g))
 
 
-def one_step_time(label: str, args, input_shape) -> float:
-    """Seconds per optimiser step of the timed task (task 1) of a freshly built contestant."""
+def prepared(label: str, args, input_shape):
+    """A freshly built contestant that has learned task 0 (untimed), and its task 1."""
     setting = CONTESTANTS[label][3]
     method = build(label, args.backbone, input_shape, args.batch, args.buffer)
     method.learn_task(0, task(0, args.first, input_shape, setting))
-    second = task(1, args.steps * args.batch, input_shape, setting)
+    return method, task(1, args.steps * args.batch, input_shape, setting)
+
+
+def step_time(label: str, method, second: DeviceSplit, steps: int, clock) -> float:
+    """Seconds per optimiser step of task 1 (finetune family: its one fit; halrp: the low-rank phase)."""
     gc.collect()
-    with FitTimer() as timer:
+    with FitTimer(clock) as timer:
         method.learn_task(1, second)
-    seconds, steps = timer.calls[-1]  # finetune family: its one fit; halrp: the low-rank phase (the last fit)
-    assert steps == args.steps, (label, steps)
-    return seconds / steps
+    seconds, counted = timer.calls[-1]
+    assert counted == steps, (label, counted)
+    return seconds / counted
 
 
 def main() -> None:
@@ -122,6 +132,8 @@ def main() -> None:
     ap.add_argument("--buffer", type=int, default=500)
     ap.add_argument("--first", type=int, default=2000, help="samples of the untimed task 0")
     ap.add_argument("--backbone", default="mlp", choices=["mlp", "lenet"])
+    ap.add_argument("--clock", default="cpu", choices=["cpu", "wall"],
+                    help="cpu: the process's CPU time (robust to other load on a shared machine) | wall")
     ap.add_argument("--only", nargs="*", help="contestants to time (their references are added)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -129,22 +141,28 @@ def main() -> None:
     labels = list(CONTESTANTS) if not args.only else [
         k for k in CONTESTANTS if k in args.only or k in {REFERENCE[(CONTESTANTS[o][2]["name"], CONTESTANTS[o][3])]
                                                           for o in args.only}]
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     times: dict[str, list[float]] = {k: [] for k in labels}
     for r in range(args.repeats):
+        ready = {label: prepared(label, args, input_shape) for label in labels}
         shift = r % len(labels)
-        for label in labels[shift:] + labels[:shift]:
-            times[label].append(one_step_time(label, args, input_shape))
+        for label in labels[shift:] + labels[:shift]:  # the timed tasks back to back, in a rotated order
+            times[label].append(step_time(label, *ready[label], args.steps, clock))
+        del ready
     print(f"{args.backbone} {'784-256-256' if args.backbone == 'mlp' else '3x32x32'}, batch {args.batch}, "
-          f"{args.steps} steps of task 1, one thread, median of {args.repeats} repeats (rotated order)")
-    print(f"  {'method':14s} {'ms/step':>8s} {'x finetune':>11s} {'target':>7s}  reference")
+          f"{args.steps} steps of task 1, one thread, {args.clock} time, median of {args.repeats} repeats "
+          f"(rotated order)")
+    print(f"  {'method':14s} {'ms/step':>8s} {'x finetune':>11s} {'paired':>7s} {'target':>7s}  reference")
     for label in labels:
         _, _, optimizer, setting, target = CONTESTANTS[label]
         ref = REFERENCE[(optimizer["name"], setting)]
-        ratio = statistics.median(a / b for a, b in zip(times[label], times[ref]))
+        ratio = statistics.median(times[label]) / statistics.median(times[ref])
+        paired = statistics.median(a / b for a, b in zip(times[label], times[ref]))
         mark = "" if target is None else f"{'<=' if ratio <= target else '> '}{target:.1f}"
-        print(f"  {label:14s} {1e3 * statistics.median(times[label]):8.2f} {ratio:11.2f} {mark:>7s}  "
+        print(f"  {label:14s} {1e3 * statistics.median(times[label]):8.2f} {ratio:11.2f} {paired:7.2f} {mark:>7s}  "
               f"{ref} ({optimizer['name']}, {setting})")
-
+    print("  x finetune: median ms/step over median ms/step of the reference; paired: median over repeats of the "
+          "ratio within a repeat")
 
 if __name__ == "__main__":
     main()
