@@ -254,8 +254,8 @@ class LowRankPenalty:
         return PenaltyTerm.apply(self, len(self.factors), *self.factors, *self.scales)
 
     def value_and_grad(self, n_factors: int, ws):
-        factors = [w.detach() for w in ws[:n_factors]]
-        off = list(torch._foreach_sub([w.detach() for w in ws[n_factors:]], self.target))  # m - c
+        factors = list(ws[:n_factors])  # no graph: a Function's forward runs without grad
+        off = list(torch._foreach_sub(ws[n_factors:], self.target))  # m - c
         sparse = torch.stack(torch._foreach_norm(factors, 1)).sum()
         square = torch.stack(torch._foreach_norm(factors + off)).square().sum()
         value = self.l1 * sparse + 0.5 * self.wd * square

@@ -62,7 +62,7 @@ class PenaltyTerm(torch.autograd.Function):
         grads, ctx.grads = ctx.grads, None
         factor = scalar(grad_out)
         if grads is None:
-            grads = ctx.owner.scaled_grad(ctx.names, [w.detach() for w in ctx.saved_tensors], factor)
+            grads = ctx.owner.scaled_grad(ctx.names, ctx.saved_tensors, factor)
         elif not (isinstance(factor, float) and factor == 1.0):
             torch._foreach_mul_(grads, factor)
         return (None, None, *grads)
@@ -135,7 +135,7 @@ class L2Penalty(WeightPenalty):
         return w.pow(2).sum()
 
     def value_and_grad(self, names, ws):
-        norms = torch._foreach_norm([w.detach() for w in ws])
+        norms = torch._foreach_norm(ws)  # no graph: a Function's forward runs without grad
         return self.lam * torch.stack(norms).square().sum(), None  # the gradient: made in the backward
 
     def scaled_grad(self, names, ws, factor):
