@@ -163,7 +163,8 @@ class WassersteinPenalty(WeightPenalty):
 
     def term(self, name: str, w: torch.Tensor) -> torch.Tensor:
         # the plain formula: torch.sort is differentiable, the gradient flows back through the permutation
-        return (torch.sort(w.flatten()).values - self.sorted_init[name]).pow(2).sum()
+        # (stable: equal weights take sorted_init's entries in the order they come, as the fast path does)
+        return (torch.sort(w.flatten(), stable=True).values - self.sorted_init[name]).pow(2).sum()
 
     def value_and_grad(self, names, ws):
         values, grads = [], []
