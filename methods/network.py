@@ -58,8 +58,13 @@ class TaskNetwork(nn.Module):
         an untrained network's predictions stay defined for forward transfer's reference row)."""
         if self.live is None:
             return logits
-        live = self.live | ~self.live.any()  # tensor ops only: no device sync per forward
-        return logits.masked_fill(~live, float("-inf"))
+        # the classes to hide, recomputed only when ``live`` changed (activate, a load, a move): its version
+        # counter and storage say so, with tensor ops only (no device sync per forward)
+        key = (self.live._version, self.live.data_ptr())
+        if getattr(self, "_hidden_key", None) != key:
+            self._hidden = ~(self.live | ~self.live.any())
+            self._hidden_key = key
+        return logits.masked_fill(self._hidden, float("-inf"))
 
     def raw(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         """The head's logits, unseen classes included (what dark experience replay stores)."""

@@ -88,19 +88,31 @@ class Rehearsal(Finetune):
                  and forward.func == self.net.raw and forward.keywords.get("task_id") == self._task_id)
         if not merge or len(self.buffer) == 0:
             return forward(xb)
-        batches = [self.replay() for _ in range(self.replay_draws)]
-        sizes = [xb.shape[0], *(b[0].shape[0] for b in batches)]
-        features = self.net.backbone(torch.cat([xb, *(b[0] for b in batches)])).split(sizes)
-        self._drawn = list(zip(batches, features[1:]))
-        return self.net.head(self._task_id)(features[0])
+        # the draws replay() would make, in order; their inputs gathered straight into the one batch
+        index = [self.buffer.sample_index(self.replay_batch, self.replay_generator) for _ in range(self.replay_draws)]
+        sizes = [xb.shape[0], *(i.shape[0] for i in index)]
+        inputs = torch.empty((sum(sizes), *xb.shape[1:]), dtype=xb.dtype, device=xb.device)
+        parts = inputs.split(sizes)
+        parts[0].copy_(xb)
+        for idx, part in zip(index, parts[1:]):
+            torch.index_select(self.buffer.x, 0, idx, out=part)
+        features = self.net.backbone(inputs)
+        if not self.net.task_incremental:  # one head for every sample: one head pass too (raw logits)
+            out = self.net.heads[0](features).split(sizes)
+        else:
+            out = features.split(sizes)
+        self._drawn = [(self.buffer.rows(idx, part), f) for idx, part, f in zip(index, parts[1:], out[1:])]
+        return out[0] if not self.net.task_incremental else self.net.head(self._task_id)(out[0])
 
     def next_replay(self, raw: bool = False) -> tuple[tuple[torch.Tensor, ...], torch.Tensor] | None:
         """The step's next replay batch (x, y, task[, logits]) and the network's logits for it (each sample
         through its own task's head; ``raw``: unseen classes not masked): one batch_forward drew and ran
         through the backbone, or else one drawn and run now. None while the memory is empty."""
         if self._drawn:
-            batch, features = self._drawn.pop(0)
-            return batch, self.net.head_logits(features, batch[2], raw)
+            batch, out = self._drawn.pop(0)  # task heads: backbone features; one shared head: its raw logits
+            if not self.net.task_incremental:
+                return batch, out if raw else self.net.mask(out)
+            return batch, self.net.head_logits(out, batch[2], raw)
         batch = self.replay()
         if batch is None:
             return None

@@ -14,6 +14,7 @@ import methods.fisher as fisher_module
 from datasets.benchmark import DeviceSplit
 from methods import METHODS, MethodContext, seed_everything
 from methods.backbones import MLP
+from methods.buffer import ReplayBuffer
 from methods.fisher import diagonal_fisher, fisher_chunk
 from methods.halrp import LowRankPenalty
 from methods.halrp_layers import PerturbedConv2d, PerturbedLinear
@@ -243,3 +244,60 @@ def test_batch_statistics_or_dropout_keep_their_own_passes():
         def forward(self, x):
             return super().forward(x - x.mean(0))  # mixes the samples of a batch
     assert not per_sample(Custom(nn.Linear(4, 4)))
+
+
+class OldReservoir(ReplayBuffer):
+    """The previous reservoir insertion, kept as the reference."""
+
+    def add(self, x, y, task, logits=None):
+        n = x.shape[0]
+        if n == 0:
+            return
+        x, y = x.detach(), y.detach()
+        tasks = task.detach() if isinstance(task, torch.Tensor) else torch.full((n,), int(task), device=x.device)
+        self._allocate(x, logits)
+        self._old_reservoir(x, y, tasks, logits)
+        self.seen += n
+
+    def _old_write(self, slots, rows, x, y, tasks, logits):
+        self.x[slots] = x[rows].to(self.device)
+        self.y[slots] = y[rows].to(self.device)
+        self.task[slots] = tasks[rows].to(self.device)
+        if logits is not None:
+            self.logits[slots] = logits.detach()[rows].to(self.device)
+
+    def _old_reservoir(self, x, y, tasks, logits):
+        n = x.shape[0]
+        free = min(self.size - self.filled, n)
+        if free > 0:
+            slots = torch.arange(self.filled, self.filled + free, device=self.device)
+            self._old_write(slots, torch.arange(free, device=self.device), x, y, tasks, logits)
+            self.filled += free
+        if free == n:
+            return
+        rest = torch.arange(free, n)
+        counts = (self.seen + rest + 1).double()
+        draws = (torch.rand(len(rest), generator=self.generator, dtype=torch.float64) * counts).long()
+        taken = draws < self.size
+        slots, rows = draws[taken], rest[taken]
+        if slots.numel() == 0:
+            return
+        winner = torch.full((self.size,), -1, dtype=torch.long).scatter_reduce_(0, slots, rows, "amax")
+        won = torch.nonzero(winner >= 0).squeeze(1)
+        self._old_write(won.to(self.device), winner[won].to(x.device), x, y, tasks, logits)
+
+
+@pytest.mark.parametrize("tensor_tasks", [False, True])
+def test_reservoir_insertion_keeps_exactly_what_the_previous_code_kept(tensor_tasks):
+    new, old = ReplayBuffer(37, "reservoir", CPU, 3), OldReservoir(37, "reservoir", CPU, 3)
+    g = torch.Generator().manual_seed(0)
+    for step in range(60):
+        n = int(torch.randint(1, 20, (1,), generator=g))
+        x, y, z = torch.randn(n, 3, generator=g), torch.randint(0, 9, (n,), generator=g), torch.randn(n, 4, generator=g)
+        task = torch.randint(0, 5, (n,), generator=g) if tensor_tasks else step % 5
+        for b in (new, old):
+            b.add(x, y, task, logits=z)
+        for field in ("x", "y", "task", "logits"):
+            assert torch.equal(getattr(new, field), getattr(old, field)), (step, field)
+        assert (new.filled, new.seen) == (old.filled, old.seen)
+    assert torch.equal(new.generator.get_state(), old.generator.get_state())
