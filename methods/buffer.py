@@ -65,11 +65,11 @@ class ReplayBuffer:
         if n == 0:
             return
         x, y = x.detach(), y.detach()
-        tasks = task.detach() if isinstance(task, torch.Tensor) else torch.full((n,), int(task), device=x.device)
         self._allocate(x, logits)
-        if self.policy == "reservoir":
-            self._reservoir(x, y, tasks, logits)
+        if self.policy == "reservoir":  # an int task is written as a fill, never made into a column
+            self._reservoir(x, y, task.detach() if isinstance(task, torch.Tensor) else int(task), logits)
         else:
+            tasks = task.detach() if isinstance(task, torch.Tensor) else torch.full((n,), int(task), device=x.device)
             self._balanced(x, y, tasks, logits)
         self.seen += n
 
@@ -79,34 +79,39 @@ class ReplayBuffer:
         if logits is not None and self.logits is None:
             self.logits = torch.zeros((self.size, logits.shape[1]), dtype=logits.dtype, device=self.device)
 
-    def _write(self, slots: torch.Tensor, rows: torch.Tensor, x, y, tasks, logits) -> None:
-        self.x[slots] = x[rows].to(self.device)
-        self.y[slots] = y[rows].to(self.device)
-        self.task[slots] = tasks[rows].to(self.device)
+    def _write(self, slots: torch.Tensor, rows: torch.Tensor, x, y, tasks: int | torch.Tensor, logits) -> None:
+        """Row rows[k] of the batch into slot slots[k] (slots distinct), every field."""
+        def put(store: torch.Tensor, values: torch.Tensor) -> None:
+            store.index_copy_(0, slots, values.index_select(0, rows).to(self.device, store.dtype))
+        put(self.x, x)
+        put(self.y, y)
+        if isinstance(tasks, int):
+            self.task.index_fill_(0, slots, tasks)
+        else:
+            put(self.task, tasks)
         if logits is not None:
-            self.logits[slots] = logits.detach()[rows].to(self.device)
+            put(self.logits, logits.detach())
 
-    def _reservoir(self, x, y, tasks, logits) -> None:
+    def _reservoir(self, x, y, tasks: int | torch.Tensor, logits) -> None:
         n = x.shape[0]
         free = min(self.size - self.filled, n)
         if free > 0:  # the buffer is not full yet: the first rows go to the empty slots in turn
             slots = torch.arange(self.filled, self.filled + free, device=self.device)
-            self._write(slots, torch.arange(free, device=self.device), x, y, tasks, logits)
+            self._write(slots, torch.arange(free, device=x.device), x, y, tasks, logits)
             self.filled += free
         if free == n:
             return
         # sample i of the rest is the (seen + free + i + 1)-th offered: it draws j ~ U{0..seen+free+i}
         # and takes slot j if j < size; the later sample wins a slot drawn twice
-        rest = torch.arange(free, n)
-        counts = (self.seen + rest + 1).double()
-        draws = (torch.rand(len(rest), generator=self.generator, dtype=torch.float64) * counts).long()
-        taken = draws < self.size
-        slots, rows = draws[taken], rest[taken]
-        if slots.numel() == 0:
+        counts = torch.arange(free, n, dtype=torch.float64).add_(self.seen + 1)  # exact integers
+        draws = torch.rand(n - free, generator=self.generator, dtype=torch.float64).mul_(counts).long()
+        taken = torch.nonzero(draws < self.size).squeeze(1)
+        if taken.numel() == 0:
             return
-        winner = torch.full((self.size,), -1, dtype=torch.long).scatter_reduce_(0, slots, rows, "amax")
+        winner = torch.full((self.size,), -1, dtype=torch.long).scatter_reduce_(
+            0, draws.index_select(0, taken), taken.add_(free), "amax")  # slot -> the last row drawing it
         won = torch.nonzero(winner >= 0).squeeze(1)
-        self._write(won.to(self.device), winner[won].to(x.device), x, y, tasks, logits)
+        self._write(won.to(self.device), winner.index_select(0, won).to(x.device), x, y, tasks, logits)
 
     def _balanced(self, x, y, tasks, logits) -> None:
         # the candidates: what is kept now and the new batch, in one pool
@@ -149,9 +154,16 @@ class ReplayBuffer:
     # ------------------------------------------------------------ reading
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         """``n`` rows drawn uniformly without replacement (all of them if fewer): x, y, task[, logits]."""
+        return self.rows(self.sample_index(n, generator))
+
+    def sample_index(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The rows ``sample`` takes (the same draw), on the device."""
         n = min(n, self.filled)
-        idx = torch.randperm(self.filled, generator=generator or self.generator)[:n].to(self.device)
-        out = (self.x[idx], self.y[idx], self.task[idx])
+        return torch.randperm(self.filled, generator=generator or self.generator)[:n].to(self.device)
+
+    def rows(self, idx: torch.Tensor, x: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """x, y, task[, logits] of rows ``idx`` (``x``: those inputs, already gathered by the caller)."""
+        out = (self.x[idx] if x is None else x, self.y[idx], self.task[idx])
         return out + (self.logits[idx],) if self.logits is not None else out
 
     def class_counts(self, num_classes: int) -> list[int]:

@@ -38,6 +38,7 @@ class DER(Rehearsal):
     """Dark experience replay: match the logits stored with replayed samples."""
 
     Params = DERParams
+    replay_draws = 1
 
     def _padded(self, logits: torch.Tensor) -> torch.Tensor:
         """Raw logits of the current batch at the memory's width (task heads padded with zeros)."""
@@ -45,11 +46,11 @@ class DER(Rehearsal):
         return F.pad(logits, (0, width - logits.shape[1])) if logits.shape[1] < width else logits
 
     def batch_loss(self, xb: torch.Tensor, yb: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-        batch = self.replay()
-        if batch is None:
+        drawn = self.next_replay(raw=True)
+        if drawn is None:
             return loss
-        bx, _, bt, bz = batch
-        loss = loss + self.p.alpha * F.mse_loss(self.net.forward_tasks(bx, bt, raw=True), bz)
+        (_, _, _, bz), replay_logits = drawn
+        loss = loss + self.p.alpha * F.mse_loss(replay_logits, bz)
         return loss + self.labels_term()
 
     def labels_term(self) -> torch.Tensor | float:
@@ -65,7 +66,8 @@ class DERPP(DER):
     """DER++: DER plus the cross-entropy of a second replay batch's labels."""
 
     Params = DERPPParams
+    replay_draws = 2
 
     def labels_term(self) -> torch.Tensor | float:
-        bx, by, bt, _ = self.replay()
-        return self.p.beta * self.replay_loss(bx, by, bt)
+        (_, by, _, _), replay_logits = self.next_replay()
+        return self.p.beta * F.cross_entropy(replay_logits, by)

@@ -6,16 +6,18 @@ concatenation, (B CE_current + B' CE_replay) / (B + B'). The current batch is
 then offered to the memory (reservoir by default: every sample seen is kept
 with the same probability). Defaults: Mammoth's best arguments for
 seq-mnist with a 200-sample buffer (lr 0.01 and batch 10 set in the study:
-they belong to the shared optimizer and training components). [ours] The
-replay batch has its own forward pass (same weights, same loss): identical
-to the concatenated batch for networks without BatchNorm; with BatchNorm the
-two halves are normalised separately.
+they belong to the shared optimizer and training components). [ours] With
+BatchNorm (or dropout) the replay batch has its own forward pass (same
+weights, same loss), so the two halves are normalised separately; without,
+both go through the backbone in one pass (methods/rehearsal.py), which is
+the concatenated batch.
 """
 from __future__ import annotations
 
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from methods.registry import METHODS
 from methods.rehearsal import Rehearsal, RehearsalParams
@@ -31,14 +33,15 @@ class ER(Rehearsal):
     """Experience replay: each step mixes a buffer batch into the current batch."""
 
     Params = ERParams
+    replay_draws = 1
 
     def batch_loss(self, xb: torch.Tensor, yb: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-        batch = self.replay()
-        if batch is None:
+        drawn = self.next_replay()
+        if drawn is None:
             return loss
-        bx, by, bt = batch[:3]
+        (_, by, *_), replay_logits = drawn
         n, m = yb.shape[0], by.shape[0]
-        return (n * loss + m * self.replay_loss(bx, by, bt)) / (n + m)
+        return (n * loss + m * F.cross_entropy(replay_logits, by)) / (n + m)
 
     def after_step(self, xb: torch.Tensor, yb: torch.Tensor, logits: torch.Tensor) -> None:
         self.buffer.add(xb, yb, self._task_id)

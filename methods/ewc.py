@@ -19,6 +19,7 @@ from methods.finetune import Finetune
 from methods.fisher import diagonal_fisher
 from methods.network import TaskNetwork
 from methods.params import GradientParams
+from methods.penalties import PenaltyTerm
 from methods.protocol import MethodContext
 from methods.registry import METHODS
 
@@ -38,18 +39,43 @@ class FisherPenalty:
         self.anchor: dict[str, torch.Tensor] = {}      # m
         # its own RNG: choosing the Fisher subset must not move the training batches
         self.generator = torch.Generator().manual_seed(seed + 7919)
+        self._cache: tuple | None = None  # (A, m) aligned with the parameters for loss(), see _aligned
 
     def loss(self, net: TaskNetwork) -> torch.Tensor | None:
         if not self.importance or self.p.ewc_lambda == 0:
             return None
-        total = sum((self.importance[k] * (w - self.anchor[k]).pow(2)).sum()
-                    for k, w in net.named_parameters() if k in self.importance)
-        return 0.5 * self.p.ewc_lambda * total
+        params = self._aligned(net)[1]
+        return PenaltyTerm.apply(self, None, *params)
+
+    def _aligned(self, net: TaskNetwork):
+        """(id(net), the parameters that have a Fisher, sqrt(lambda A) and m for each, in the same order):
+        built once per task (after_task and load_state_dict drop it), so a step walks no names."""
+        if self._cache is None or self._cache[0] != id(net):
+            pairs = [(k, w) for k, w in net.named_parameters() if k in self.importance]
+            root = [(self.p.ewc_lambda * self.importance[k]).sqrt() for k, _ in pairs]
+            self._cache = (id(net), [w for _, w in pairs], root, [self.anchor[k] for k, _ in pairs])
+        return self._cache
+
+    def value_and_grad(self, names, ws):
+        """lambda/2 sum A (theta - m)^2 = 1/2 sum u^2 with u = sqrt(lambda A) (theta - m), and its gradient
+        lambda A (theta - m) = sqrt(lambda A) u: a few _foreach ops over all the tensors, no graph."""
+        _, _, root, anchor = self._cache
+        u = torch._foreach_sub(ws, anchor)  # theta - m first: exact where theta is near its anchor
+        torch._foreach_mul_(u, root)
+        value = torch.stack(torch._foreach_norm(u)).square().sum().mul_(0.5)
+        torch._foreach_mul_(u, root)
+        return value, u
+
+    def gradient(self, names, ws):
+        """The same gradient through differentiable ops (double backward)."""
+        _, _, root, anchor = self._cache
+        return [r * (r * (w - m)) for w, r, m in zip(ws, root, anchor)]
 
     def after_task(self, net: TaskNetwork, task_id: int, data: DeviceSplit) -> dict[str, float]:
         n = data.x.shape[0]
         idx = torch.randperm(n, generator=self.generator)[: self.p.fisher_samples].to(data.x.device)
         fisher = diagonal_fisher(net, task_id, data.x[idx], data.y[idx], self.p.fisher)
+        self._cache = None
         theta = {k: w.detach().clone() for k, w in net.named_parameters() if k in fisher}
         for k, f in fisher.items():
             if k not in self.importance:
@@ -69,6 +95,7 @@ class FisherPenalty:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.importance, self.anchor = dict(state["importance"]), dict(state["anchor"])
+        self._cache = None
         self.generator.set_state(state["generator"])
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 import torch
@@ -98,6 +99,11 @@ class Finetune:
         classes not masked): replay adds a buffer batch's term here."""
         return loss
 
+    def batch_forward(self, forward: Callable[[torch.Tensor], torch.Tensor], xb: torch.Tensor) -> torch.Tensor:
+        """The raw logits of the step's minibatch, ``forward(xb)`` (rehearsal runs its replay batches through
+        the backbone in the same pass here, methods/rehearsal.py)."""
+        return forward(xb)
+
     def before_step(self) -> None:
         """After backward, before the optimiser step: edit the gradients (A-GEM's projection)."""
 
@@ -113,7 +119,7 @@ class Finetune:
                 begin(self.net, task_id)
         self._task_id = task_id
         net = self.net  # raw logits through the loop (what the per-step hooks see), masked for the loss
-        info = self.train(lambda xb: net.raw(xb, task_id), lambda z, y: F.cross_entropy(net.mask(z), y),
+        info = self.train(partial(net.raw, task_id=task_id), lambda z, y: F.cross_entropy(net.mask(z), y),
                           data.x, data.y)
         if self.p.training.dead_units:
             info.update({f"dead_{k}": v for k, v in
@@ -153,9 +159,9 @@ class Finetune:
             self.optimizer = self.p.optimizer.build(self._optimizer_params())
         net, opt, penalties, scheduler = self.net, self.optimizer, self.penalties, self.scheduler
         # a hook costs a call per step only when a subclass defines it
-        hook, batch_loss, before_step, after_step = (
+        hook, batch_forward, batch_loss, before_step, after_step = (
             getattr(self, name) if getattr(type(self), name) is not getattr(Finetune, name) else None
-            for name in ("extra_loss", "batch_loss", "before_step", "after_step"))
+            for name in ("extra_loss", "batch_forward", "batch_loss", "before_step", "after_step"))
         task_id = getattr(self, "_task_id", None)
 
         def extra_terms() -> list[torch.Tensor]:
@@ -179,7 +185,7 @@ class Finetune:
 
         def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             nonlocal correct
-            logits = forward(xb)
+            logits = forward(xb) if batch_forward is None else batch_forward(forward, xb)
             loss = criterion(logits, yb)
             for extra in extra_terms():
                 loss = loss + extra

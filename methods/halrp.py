@@ -97,6 +97,7 @@ from methods.halrp_math import (
 from methods.halrp_presets import OFFICIAL_RUNS, PRESETS, VARIANTS, apply_preset
 from methods.loop import LoopParams, fit, num_batches
 from methods.network import TaskNetwork
+from methods.penalties import PenaltyTerm
 from methods.protocol import MethodContext
 from methods.registry import METHODS
 
@@ -227,6 +228,45 @@ def layer_importance(backbone: nn.Module, head: nn.Module, names: list[str], x: 
         grads = torch.autograd.grad(loss, weights)
         total += torch.stack([g.double().pow(2).mean() for g in grads]) * (len(idx) / len(chunks))
     return total.tolist()
+
+
+class LowRankPenalty:
+    """l1 sum(|S|_1 + |R|_1) + wd/2 sum(|mS - c|^2 + |mR - c|^2 + |S|^2 + |R|^2) over a task's perturbed layers.
+
+    ``plain`` is the formula through autograd; ``loss`` is the same value with its gradient
+    (l1 sign(f) + wd f for a factor, wd (m - c) for a scale) computed directly, a few _foreach ops over
+    all the layers' tensors instead of a graph of abs, pow and sum nodes per tensor (PenaltyTerm).
+    """
+
+    def __init__(self, layers: list[nn.Module], l1: float, wd: float, target: float):
+        self.layers, self.l1, self.wd, self.target = layers, l1, wd, target
+        self.factors = [f for m in layers for f in (m.factor_in, m.factor_out)]
+        self.scales = [s for m in layers for s in (m.scale_in, m.scale_out)]
+
+    def plain(self) -> torch.Tensor:
+        layers, target = self.layers, self.target
+        sparse = sum(m.factor_in.abs().sum() + m.factor_out.abs().sum() for m in layers)
+        square = sum((m.scale_in - target).pow(2).sum() + (m.scale_out - target).pow(2).sum()
+                     + m.factor_in.pow(2).sum() + m.factor_out.pow(2).sum() for m in layers)
+        return self.l1 * sparse + 0.5 * self.wd * square
+
+    def loss(self) -> torch.Tensor:
+        return PenaltyTerm.apply(self, len(self.factors), *self.factors, *self.scales)
+
+    def value_and_grad(self, n_factors: int, ws):
+        factors = list(ws[:n_factors])  # no graph: a Function's forward runs without grad
+        off = list(torch._foreach_sub(ws[n_factors:], self.target))  # m - c
+        sparse = torch.stack(torch._foreach_norm(factors, 1)).sum()
+        square = torch.stack(torch._foreach_norm(factors + off)).square().sum()
+        value = self.l1 * sparse + 0.5 * self.wd * square
+        grads = list(torch._foreach_mul(factors, self.wd))
+        torch._foreach_add_(grads, torch._foreach_sign(factors), alpha=self.l1)
+        torch._foreach_mul_(off, self.wd)
+        return value, grads + off
+
+    def gradient(self, n_factors: int, ws):
+        return ([self.l1 * torch.sign(f) + self.wd * f for f in ws[:n_factors]]
+                + [self.wd * (s - self.target) for s in ws[n_factors:]])
 
 
 @METHODS.register("halrp", HALRPParams)
@@ -373,16 +413,9 @@ class HALRP:
         return free, dict(zip(self.layer_names, chosen))
 
     def _lowrank_penalty(self, net: nn.Module):
-        layers = [m for m in net.modules() if isinstance(m, Perturbed)]
-        l1, wd, target = self.p.l1_hyp, self.p.wd_rate, float(self.p.scale_l2_target)
-
-        def penalty() -> torch.Tensor:
-            sparse = sum(m.factor_in.abs().sum() + m.factor_out.abs().sum() for m in layers)
-            square = sum((m.scale_in - target).pow(2).sum() + (m.scale_out - target).pow(2).sum()
-                         + m.factor_in.pow(2).sum() + m.factor_out.pow(2).sum() for m in layers)
-            return l1 * sparse + 0.5 * wd * square
-
-        return penalty
+        penalty = LowRankPenalty([m for m in net.modules() if isinstance(m, Perturbed)], self.p.l1_hyp,
+                                 self.p.wd_rate, float(self.p.scale_l2_target))
+        return penalty.loss
 
     @torch.no_grad()
     def _prune(self) -> tuple[float, float]:

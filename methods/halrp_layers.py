@@ -11,14 +11,21 @@ never copied): it is a plain attribute, not a parameter or buffer, so a task's
 ``state_dict`` holds only what the task owns (bias, scales, factors). The
 method saves the base once and re-links W0 on load.
 
-The conv is computed without forming W_t: the scaled conv (scale the input
-channels, conv with W0, scale the output channels) plus the rank-r path
-1x1 conv with S -> sum-pool over the kernel window with the layer's stride and
-padding (zeros counted) -> 1x1 conv with R. The sum-pool of the projected input
-is exactly the conv of the input with (R S)[o,i] * ones: both add the same
-window of (zero-padded) inputs. avg_pool2d cannot express dilation, or padding
-beyond half the kernel, so such layers (none in our backbones) use the dense
-W_t instead; ``composed_weight`` is also what the tests compare against.
+The conv forms W_t (out x in x kh x kw: small beside the activations) and
+runs one convolution with it: the cost of the base network's conv, forward
+and backward, the scales' and factors' gradients following from dW_t on the
+kernel. The other way (``compose = False``): the scaled conv (scale the input
+channels, conv with W0, scale the output channels) plus the rank-r path 1x1
+conv with S -> sum-pool over the kernel window with the layer's stride and
+padding (zeros counted) -> 1x1 conv with R, which never forms W_t but runs
+three convolutions and a sum-pool over the whole batch: 1.4x the step of the
+LeNet's later tasks, where forming W_t is about what finetune pays. The
+sum-pool of the projected input is exactly the conv of the input with
+(R S)[o,i] * ones: both add the same window of (zero-padded) inputs.
+avg_pool2d cannot express dilation, or padding beyond half the kernel, so such
+layers always form W_t. A linear layer keeps the factored form (scale, W0,
+scale, plus the rank-r path): with a batch smaller than its sides that is the
+cheaper one.
 """
 from __future__ import annotations
 
@@ -55,6 +62,8 @@ class PerturbedLinear(nn.Module):
 
 
 class PerturbedConv2d(nn.Module):
+    compose = True  # form W_t and run one conv; False: the scaled conv plus the pooled rank-r path
+
     def __init__(self, base: nn.Conv2d, bias: torch.Tensor | None, rank: int):
         super().__init__()
         if base.groups != 1:
@@ -84,7 +93,7 @@ class PerturbedConv2d(nn.Module):
         return scaled + (self.factor_out @ self.factor_in)[:, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.pooled:
+        if self.compose or not self.pooled:
             return F.conv2d(x, self.composed_weight(), self.bias, self.stride, self.padding, self.dilation)
         y = F.conv2d(x * self.scale_in[None, :, None, None], self.weight0, None, self.stride, self.padding)
         y = y * self.scale_out[None, :, None, None]

@@ -58,8 +58,13 @@ class TaskNetwork(nn.Module):
         an untrained network's predictions stay defined for forward transfer's reference row)."""
         if self.live is None:
             return logits
-        live = self.live | ~self.live.any()  # tensor ops only: no device sync per forward
-        return logits.masked_fill(~live, float("-inf"))
+        # the classes to hide, recomputed only when ``live`` changed (activate, a load, a move): its version
+        # counter and storage say so, with tensor ops only (no device sync per forward)
+        key = (self.live._version, self.live.data_ptr())
+        if getattr(self, "_hidden_key", None) != key:
+            self._hidden = ~(self.live | ~self.live.any())
+            self._hidden_key = key
+        return logits.masked_fill(self._hidden, float("-inf"))
 
     def raw(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         """The head's logits, unseen classes included (what dark experience replay stores)."""
@@ -72,7 +77,10 @@ class TaskNetwork(nn.Module):
         """Logits of samples from several tasks at once (a replay batch): each sample through its own
         task's head. Task-incremental heads are padded to the widest (-inf, or 0 when ``raw``), computed
         for every sample and gathered, so there is no per-task Python and no device sync."""
-        features = self.backbone(x)
+        return self.head_logits(self.backbone(x), task_ids, raw)
+
+    def head_logits(self, features: torch.Tensor, task_ids: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        """forward_tasks after the backbone: the heads' logits of backbone ``features``."""
         if not self.task_incremental:
             out = self.heads[0](features)
             return out if raw else self.mask(out)
@@ -80,4 +88,4 @@ class TaskNetwork(nn.Module):
         fill = 0.0 if raw else float("-inf")
         logits = torch.stack([nn.functional.pad(h(features), (0, width - h.out_features), value=fill)
                               for h in self.heads])
-        return logits[task_ids, torch.arange(x.shape[0], device=x.device)]
+        return logits[task_ids, torch.arange(features.shape[0], device=features.device)]

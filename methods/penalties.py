@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
+import numpy as np
 import torch
 from pydantic import ConfigDict, Field
 
@@ -33,15 +34,59 @@ from methods.components import Component, as_dict, deprecated, register_flat_key
 from methods.network import TaskNetwork
 
 
+class PenaltyTerm(torch.autograd.Function):
+    """A penalty whose value and gradient its owner computes directly, with no autograd graph.
+
+    ``PenaltyTerm.apply(owner, names, *ws)`` returns the value. The owner defines
+    ``value_and_grad(names, ws)`` -> (value, one gradient per w, or None to make
+    them in the backward with ``scaled_grad(names, ws, factor)``), and
+    ``gradient(names, ws)``: the same gradients through differentiable ops. The
+    backward hands out the gradients times the incoming gradient (skipped for a
+    CPU 1.0: reading it costs no device sync there). Under ``create_graph`` (the
+    LoT scheduler's Hessian-vector products, methods/lot_scheduler.py) it uses
+    ``gradient`` instead, so second derivatives are those of the plain formula.
+    """
+
+    @staticmethod
+    def forward(ctx, owner, names, *ws):
+        value, grads = owner.value_and_grad(names, ws)
+        ctx.owner, ctx.names, ctx.grads = owner, names, grads
+        ctx.save_for_backward(*ws)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # create_graph: a gradient that can itself be differentiated
+            grads = ctx.owner.gradient(ctx.names, ctx.saved_tensors)
+            return (None, None, *(g * grad_out for g in grads))
+        grads, ctx.grads = ctx.grads, None
+        factor = scalar(grad_out)
+        if grads is None:
+            grads = ctx.owner.scaled_grad(ctx.names, ctx.saved_tensors, factor)
+        elif not (isinstance(factor, float) and factor == 1.0):
+            torch._foreach_mul_(grads, factor)
+        return (None, None, *grads)
+
+
+def scalar(t: torch.Tensor) -> float | torch.Tensor:
+    """A 0-dim tensor as a Python float on the CPU (no device sync there); elsewhere the tensor itself."""
+    return float(t) if t.device.type == "cpu" else t
+
+
 class WeightPenalty:
-    """A penalty on the weights in scope; subclasses define ``term(name, w)``."""
+    """A penalty on the weights in scope; subclasses define ``term(name, w)`` (the plain formula, through
+    autograd), or ``value_and_grad`` and ``gradient`` (PenaltyTerm: the fast path L2 and Wasserstein take)."""
+
+    fused = False  # True: loss() goes through PenaltyTerm
 
     def __init__(self, lam: float):
         self.lam = lam
         self.scope: set[str] | None = None  # parameter names; None: every parameter
+        self._scoped: tuple[int, list[tuple[str, torch.Tensor]]] | None = None  # (id(net), params in scope)
 
     def begin_task(self, net: TaskNetwork, task_id: int | None) -> None:
         """Limit the penalty to the backbone and this task's head (None: every head)."""
+        self._scoped = None
         if task_id is None:
             self.scope = None
             return
@@ -51,12 +96,21 @@ class WeightPenalty:
     def term(self, name: str, w: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def in_scope(self, net: TaskNetwork) -> list[tuple[str, torch.Tensor]]:
+        """(name, weight) of the weights the penalty covers now: in scope (kept from the walk over the
+        named parameters, redone when the scope or the network changes) and requiring a gradient."""
+        if self._scoped is None or self._scoped[0] != id(net):
+            self._scoped = (id(net), [(k, w) for k, w in net.named_parameters()
+                                      if self.scope is None or k in self.scope])
+        return [(k, w) for k, w in self._scoped[1] if w.requires_grad]
+
     def loss(self, net: TaskNetwork) -> torch.Tensor | None:
-        terms = [self.term(k, w) for k, w in net.named_parameters()
-                 if w.requires_grad and (self.scope is None or k in self.scope)]
-        if not terms:
+        params = self.in_scope(net)
+        if not params:
             return None
-        return self.lam * torch.stack(terms).sum()
+        if self.fused:
+            return PenaltyTerm.apply(self, tuple(k for k, _ in params), *(w for _, w in params))
+        return self.lam * torch.stack([self.term(k, w) for k, w in params]).sum()
 
     def after_task(self, net: TaskNetwork, task_id: int, data: DeviceSplit) -> dict[str, float]:
         return {}
@@ -69,29 +123,116 @@ class WeightPenalty:
 
 
 class L2Penalty(WeightPenalty):
-    """lambda * ||theta||^2 over the weights in scope."""
+    """lambda * ||theta||^2 over the weights in scope.
+
+    Fast path (PenaltyTerm): the value from one fused norm per tensor, the gradient 2 lambda theta
+    made in the backward, no graph of pow and sum nodes.
+    """
+
+    fused = True
 
     def term(self, name: str, w: torch.Tensor) -> torch.Tensor:
         return w.pow(2).sum()
 
+    def value_and_grad(self, names, ws):
+        norms = torch._foreach_norm(ws)  # no graph: a Function's forward runs without grad
+        return self.lam * torch.stack(norms).square().sum(), None  # the gradient: made in the backward
+
+    def scaled_grad(self, names, ws, factor):
+        return torch._foreach_mul(ws, 2.0 * self.lam * factor)
+
+    def gradient(self, names, ws):
+        return [2.0 * self.lam * w for w in ws]
+
 
 class WassersteinPenalty(WeightPenalty):
-    """lambda * sum_k (sorted(theta)_k - sorted(theta_init)_k)^2 per tensor, theta_init taken at construction."""
+    """lambda * sum_k (sorted(theta)_k - sorted(theta_init)_k)^2 per tensor, theta_init taken at construction.
+
+    The gradient of sum_k (sorted(theta)_k - s0_k)^2 is 2 (theta_i - s0[rank of theta_i]): one argsort per
+    tensor gives the value and the gradient, scattered back to the weights' places, with no autograd graph
+    through the sort (PenaltyTerm). On the CPU a float32 tensor is argsorted by sorting 64-bit keys
+    (the value's bits, made monotone, over its index: ties go to the lower index) with numpy's vectorised
+    sort, several times faster than torch.sort there; elsewhere (CUDA, float64) torch.sort.
+    """
+
+    fused = True
 
     def __init__(self, lam: float, net: TaskNetwork):
         super().__init__(lam)
         self.sorted_init = {k: torch.sort(w.detach().flatten()).values.clone() for k, w in net.named_parameters()}
 
     def term(self, name: str, w: torch.Tensor) -> torch.Tensor:
-        # torch.sort is differentiable: the gradient 2 (theta_i - sorted_init[rank of theta_i]) flows back
-        # through the permutation, so no custom backward is needed.
-        return (torch.sort(w.flatten()).values - self.sorted_init[name]).pow(2).sum()
+        # the plain formula: torch.sort is differentiable, the gradient flows back through the permutation
+        # (stable: equal weights take sorted_init's entries in the order they come, as the fast path does)
+        return (torch.sort(w.flatten(), stable=True).values - self.sorted_init[name]).pow(2).sum()
+
+    def value_and_grad(self, names, ws):
+        values, grads = [], []
+        for k, w in zip(names, ws):
+            flat = w.detach().reshape(-1)
+            order = argsort(flat)
+            diff = flat.index_select(0, order).sub_(self.sorted_init[k])  # sorted(theta) - sorted(theta_init)
+            values.append(torch.dot(diff, diff))
+            grads.append(scatter(order, diff.mul_(2.0 * self.lam)).view_as(w))  # 2 (theta_i - s0[rank_i])
+        return self.lam * torch.stack(values).sum(), grads
+
+    def gradient(self, names, ws):
+        out = []
+        for k, w in zip(names, ws):
+            with torch.no_grad():
+                order = argsort(w.detach().reshape(-1))
+                rank = torch.empty_like(order)
+                rank[order] = torch.arange(order.numel(), device=order.device)
+                target = self.sorted_init[k][rank].view_as(w)
+            out.append(2.0 * self.lam * (w - target))
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"sorted_init": self.sorted_init}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.sorted_init = dict(state["sorted_init"])
+
+
+_INDICES: dict[int, np.ndarray] = {}
+
+
+def scatter(index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """out with out[index[k]] = values[k], ``index`` a permutation (numpy's assignment on the CPU, faster there)."""
+    if values.device.type == "cpu":
+        out = np.empty(values.shape, dtype=values.numpy().dtype)
+        out[index.numpy()] = values.numpy()
+        return torch.from_numpy(out)
+    return torch.empty_like(values).index_copy_(0, index, values)
+
+
+def argsort(flat: torch.Tensor) -> torch.Tensor:
+    """The permutation that sorts a 1-D tensor ascending; equal values (-0.0 and +0.0 included) keep their
+    order, as torch.sort(stable=True) has it. NaNs: unspecified.
+
+    CPU float32: sorts one int64 key per value, its order-preserving integer (the magnitude bits, negated
+    for negative floats) in the high word and its index in the low word, with numpy's vectorised sort
+    (several times faster than torch.sort on the CPU), and reads the indices from the low words.
+    Elsewhere (CUDA, float64): torch.sort.
+    """
+    n = flat.numel()
+    if flat.device.type != "cpu" or flat.dtype != torch.float32 or n >= 2**31:
+        return torch.sort(flat, stable=True).indices
+    bits = flat.detach().contiguous().numpy().view(np.int32)
+    sign = bits >> 31                                  # 0 or -1
+    key = np.empty((n, 2), dtype=np.int32)             # little-endian int64: (low word, high word)
+    np.bitwise_xor(bits & 0x7FFFFFFF, sign, out=key[:, 1])
+    key[:, 1] -= sign                                  # magnitude m -> m for +, -m for - (so -0.0 == +0.0)
+    index = _INDICES.get(n)
+    if index is None:
+        index = _INDICES[n] = np.arange(n, dtype=np.int32)
+    key[:, 0] = index
+    if not np.little_endian:  # pragma: no cover - the words the other way round
+        key = key[:, ::-1].copy()
+    packed = key.view(np.int64).reshape(n)
+    packed.sort()
+    packed &= 0xFFFFFFFF
+    return torch.from_numpy(packed)
 
 
 class PenaltyParams(Component):

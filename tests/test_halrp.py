@@ -76,11 +76,19 @@ def test_efficient_conv_perturbation_equals_a_dense_conv_with_the_composed_weigh
     torch.manual_seed(0)
     base = nn.Conv2d(5, 7, kernel, stride=stride, padding=padding)
     layer = _randomise(PerturbedConv2d(base, base.bias, rank=3), 0.3)
-    assert layer.pooled  # the sum-pool path, not the dense fallback
+    assert layer.pooled  # the sum-pool path is possible here, not only the dense fallback
     x = torch.randn(4, 5, 13, 11)
     dense = F.conv2d(x, layer.composed_weight(), layer.bias, base.stride, base.padding)
-    assert layer(x).shape == dense.shape
-    assert torch.allclose(layer(x), dense, atol=1e-5, rtol=1e-5)
+    outs, grads = [], []
+    for compose in (True, False):  # the default (one conv with W_t) and the pooled rank-r path
+        layer.compose = compose
+        out = layer(x)
+        assert out.shape == dense.shape
+        assert torch.allclose(out, dense, atol=1e-5, rtol=1e-5)
+        outs.append(out)
+        grads.append(torch.autograd.grad((out * torch.cos(out)).sum(), list(layer.parameters())))
+    for a, b in zip(*grads):  # and the same gradients for the scales, factors and bias (float32 sums)
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max()
 
 
 def test_the_composed_conv_weight_is_the_spec_formula_entry_by_entry():
