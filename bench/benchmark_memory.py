@@ -6,7 +6,7 @@ What it measures
     /work/shared/data), two ways:
 
     A. shared   - the driver loads the benchmark once and does ``ray.put`` once
-                  (what ``tune.with_parameters`` does in orchestrator/runner.py);
+                  (what ``tune.with_parameters`` does in orchestrator/run/driver.py);
                   every trial does ``ray.get(ref)``. Numpy arrays come back as
                   zero-copy, read-only views of the node's object store (shared
                   memory, /dev/shm/plasma*), so the raw arrays exist once per node.
@@ -24,6 +24,21 @@ What it measures
     the object store holds. Each way runs ``--repeats`` times (fresh actors,
     killed with ``ray.kill`` between runs, ways alternated); medians reported.
 
+    --study: the figure a user meets, from a real study. ``clorch run`` (a fresh
+    interpreter per run: a fresh embedded Ray, a fresh MLflow SQLite store) of
+    one finetune config (MLP 256-256, SGD lr 0.01 momentum 0.9, batch 128, 1 epoch
+    per task) over ``--trials`` task orders, one seed: ``--trials`` trials at
+    CPUs / trials CPU each, so all of them run at once; the benchmark reaches
+    them through the object store as in every study. This process samples the
+    run's whole process tree (the driver, Ray's GCS, raylet and agents, the
+    worker processes) every ``--interval`` s (RSS; PSS, which costs a read of
+    each process's smaps_rollup, every 8th sample) and keeps the peaks: RSS of each
+    Tune trial worker (``ray::ImplicitFunc``), the trial workers' RSS and PSS
+    summed at one moment, the whole tree's PSS (every page once: the real
+    total), the driver's RSS, and the node's used memory (total - available)
+    over its value before the run. Medians over ``--repeats`` runs. Peaks are
+    of samples, so a spike shorter than the interval can be missed.
+
 Why
     DESIGN.md, speed rules of thumb: "a benchmark is loaded once per node and
     shared with trials (Ray object store), not once per trial". Permuted
@@ -34,6 +49,7 @@ How to run (from the repository root)
     .venv/bin/python bench/benchmark_memory.py
     .venv/bin/python bench/benchmark_memory.py --num-tasks 20 --repeats 5
     .venv/bin/python bench/benchmark_memory.py --protocol halrp --num-tasks 3
+    .venv/bin/python bench/benchmark_memory.py --study       # peak memory of a real 4-trial study
     Runtime: 2.5 minutes on a busy 2-core machine (load average ~5), less when
     idle; most of it is starting 4 x 2 x repeats actor processes that import
     torch, and way B's loads. Node-level figures include whatever else runs.
@@ -80,6 +96,7 @@ import gc
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -271,6 +288,144 @@ def run_way(way: str, n: int, ref, name: str, params: dict, data_root: str, stor
             "trimmed": trimmed, **summary(mem, used1), "after_trim": summary(mem_t, used1_t)}
 
 
+# ---------------------------------------------------------------- --study: a real study's peak memory
+STUDY_NAME = "memory"
+TRIAL_TITLE = "ray::ImplicitFu"  # Tune's function-trainable actor: ray::ImplicitFunc(.train); comm cuts it at 15
+PSS_EVERY = 8  # samples: RSS every --interval, PSS (and USS) every 8th
+
+
+def study_dict(root: Path, data_root: Path, args) -> dict:
+    """--trials trials (one finetune config x --trials orders), all running at once: cpu per trial = CPUs / trials."""
+    params: dict = {"num_tasks": args.num_tasks}
+    if args.benchmark == "permuted_mnist":
+        params["protocol"] = args.protocol
+    return {
+        "name": STUDY_NAME,
+        "data_root": str(data_root),
+        "benchmark": {"name": args.benchmark, "params": params},
+        "orders": {"kind": "random", "count": args.trials, "seed": 0, "include_identity": True},
+        "seeds": [0],
+        "methods": [{"name": "finetune", "params": {
+            "network": {"backbone": "mlp", "hidden": [256, 256]},
+            "training": {"epochs": 1, "batch_size": 128},
+            "optimizer": {"name": "sgd", "lr": 0.01, "momentum": 0.9}}}],
+        "resources": {"cpu": min(1.0, (os.cpu_count() or 1) / args.trials)},
+        "tracking": {"uri": f"sqlite:///{root}/mlflow.db"},
+        "output_dir": str(root / "results"),
+    }
+
+
+def _title(p: psutil.Process) -> str:
+    """A Ray worker's process title (ray::ImplicitFunc.train, ray::IDLE, ...), else the executable's name."""
+    try:
+        cmd = p.cmdline()
+        return cmd[0] if cmd and cmd[0].startswith("ray::") else p.name()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return "?"
+
+
+def measure_study(args, data_root: Path, k: int) -> dict:
+    """One `clorch run` in a fresh interpreter (a fresh embedded Ray), its whole process tree sampled."""
+    import json
+
+    work = Path(tempfile.mkdtemp(prefix=f"clorch-bench-mem-study{k}-"))
+    try:
+        path = work / "memory.yaml"
+        path.write_text(json.dumps(study_dict(work, data_root, args)))  # JSON is YAML
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        log = open(work / "run.log", "w")
+        used0 = node_used()
+        started = time.perf_counter()
+        proc = psutil.Popen([sys.executable, "-m", "orchestrator.cli", "run", str(path)], cwd=work, env=env,
+                            stdout=log, stderr=subprocess.STDOUT)
+        peak = {"tree_rss": 0, "tree_pss": 0, "trials_rss": 0, "trials_pss": 0, "node": 0, "driver_rss": 0}
+        per_pid: dict[int, dict] = {}  # peak RSS/PSS of every process seen, and its titles
+        samples = 0
+        while proc.poll() is None:
+            try:
+                tree = [proc, *proc.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            full = samples % PSS_EVERY == 0  # PSS reads /proc/PID/smaps_rollup: dearer than RSS (statm)
+            tree_rss = tree_pss = trials_rss = trials_pss = 0
+            for p in tree:
+                try:
+                    m = p.memory_full_info() if full else p.memory_info()
+                    title = _title(p)
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                rec = per_pid.setdefault(p.pid, {"rss": 0, "pss": 0, "titles": set()})
+                rec["rss"] = max(rec["rss"], m.rss)
+                rec["titles"].add(title)
+                tree_rss += m.rss
+                trial = TRIAL_TITLE in title  # a Tune trial actor (the function trainable)
+                if trial:
+                    trials_rss += m.rss
+                if full:
+                    rec["pss"] = max(rec["pss"], m.pss)
+                    tree_pss += m.pss
+                    trials_pss += m.pss if trial else 0
+                if p.pid == proc.pid:
+                    peak["driver_rss"] = max(peak["driver_rss"], m.rss)
+            for key, v in (("tree_rss", tree_rss), ("tree_pss", tree_pss), ("trials_rss", trials_rss),
+                           ("trials_pss", trials_pss), ("node", node_used() - used0)):
+                peak[key] = max(peak[key], v)
+            samples += 1
+            time.sleep(args.interval)
+        rc = proc.wait()
+        wall = time.perf_counter() - started
+        log.close()
+        if rc != 0:
+            tail = (work / "run.log").read_text()[-3000:]
+            raise SystemExit(f"clorch run exited {rc}; the end of its output:\n{tail}")
+        trials = [r for r in per_pid.values() if any(TRIAL_TITLE in t for t in r["titles"])]
+        return {"wall": wall, "samples": samples, **peak, "trial_rss": sorted(r["rss"] for r in trials),
+                "trial_pss": sorted(r["pss"] for r in trials),
+                "titles": sorted({t for r in per_pid.values() for t in r["titles"]})}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def study_main(args) -> None:
+    started = time.perf_counter()
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"{psutil.virtual_memory().total / (1 << 30):.1f} GiB memory")
+    cpu = min(1.0, (os.cpu_count() or 1) / args.trials)
+    print(f"study: clorch run, {args.benchmark} ({args.num_tasks} tasks"
+          f"{', protocol ' + args.protocol if args.benchmark == 'permuted_mnist' else ''}), finetune mlp 256-256, "
+          f"sgd, batch 128, 1 epoch/task, {args.trials} orders x 1 seed = {args.trials} trials at {cpu:g} CPU each "
+          f"(all at once), embedded Ray and MLflow; the benchmark goes to the trials through the object store "
+          f"(tune.with_parameters); process tree sampled every {args.interval:g} s (PSS every {PSS_EVERY}th sample); "
+          f"{args.repeats} runs")
+    tmp = mirror_root(Path(args.data))
+    runs = []
+    try:
+        for k in range(args.repeats):
+            r = measure_study(args, tmp, k)
+            runs.append(r)
+            print(f"  run {k + 1}: {r['wall']:.0f} s, {r['samples']} samples, {len(r['trial_rss'])} trial workers; "
+                  f"peak RSS per trial worker {', '.join(f'{v / MiB:.0f}' for v in r['trial_rss'])} MiB; trial workers "
+                  f"together RSS {r['trials_rss'] / MiB:.0f} / PSS {r['trials_pss'] / MiB:.0f} MiB; whole study "
+                  f"PSS {r['tree_pss'] / MiB:.0f} MiB (RSS {r['tree_rss'] / MiB:.0f}); driver RSS "
+                  f"{r['driver_rss'] / MiB:.0f} MiB; node used +{r['node'] / MiB:.0f} MiB", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    titles = sorted({t for r in runs for t in r["titles"]})
+    print(f"processes seen: {', '.join(titles)}")
+    per_trial = [v for r in runs for v in r["trial_rss"]]
+    if not per_trial:
+        raise SystemExit(f"no Tune trial worker ({TRIAL_TITLE}*) was seen: Ray's process titles changed?")
+    med = {key: median([r[key] for r in runs]) for key in ("tree_pss", "tree_rss", "trials_rss", "trials_pss",
+                                                           "node", "driver_rss", "wall")}
+    print(f"\n{args.trials}-trial study, medians of {args.repeats} runs (MiB): peak RSS of one trial worker "
+          f"{median(per_trial) / MiB:.0f} (median of {len(per_trial)} workers; max {max(per_trial) / MiB:.0f}); "
+          f"peak of the trial workers together: RSS {med['trials_rss'] / MiB:.0f} (counts the shared object-store "
+          f"pages once per worker), PSS {med['trials_pss'] / MiB:.0f}; peak PSS of the whole study (driver, Ray's "
+          f"processes, workers; every page once) {med['tree_pss'] / MiB:.0f}; driver RSS {med['driver_rss'] / MiB:.0f};"
+          f" node used at peak +{med['node'] / MiB:.0f} (includes whatever else ran); a run {med['wall']:.0f} s")
+    print(f"({time.perf_counter() - started:.0f} s, load average now {os.getloadavg()[0]:.1f})")
+
+
 # ---------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -280,7 +435,14 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=4, help="concurrent trials (actors)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--data", default="/work/shared/data", help="a torchvision data root (MNIST/raw/*.gz)")
+    ap.add_argument("--study", action="store_true",
+                    help="measure a real study instead: `clorch run` of --trials concurrent finetune trials on the "
+                         "benchmark, its process tree sampled for peak RSS/PSS (see the docstring)")
+    ap.add_argument("--interval", type=float, default=0.25, help="--study: seconds between memory samples")
     args = ap.parse_args()
+    if args.study:
+        study_main(args)
+        return
 
     from datasets import BENCHMARKS, LoadContext, load_benchmark
 
@@ -385,7 +547,9 @@ def main() -> None:
               f"(A) vs once per trial (B, plus each process's file cache of the source arrays).")
         print(f"\n{n} concurrent trials: shared via object store {a['total'] / MiB:.0f} MiB total PSS vs loaded "
               f"per trial {b['total'] / MiB:.0f} MiB ({b['total'] / a['total']:.2f} x); benchmark data alone "
-              f"{a['data'] / MiB:.0f} vs {b['data'] / MiB:.0f} MiB ({b['data'] / a['data']:.2f} x)")
+              f"{a['data'] / MiB:.0f} vs {b['data'] / MiB:.0f} MiB ({b['data'] / a['data']:.2f} x); RSS of one "
+              f"trial {a['rss'] / MiB:.0f} vs {b['rss'] / MiB:.0f} MiB (medians of {n * args.repeats} trials; "
+              f"a shared trial's RSS counts the store pages it read)")
         if rows_t:
             at, bt = rows_t[0][1], rows_t[1][1]
             print(f"  with the C heap trimmed: {at['total'] / MiB:.0f} vs {bt['total'] / MiB:.0f} MiB "

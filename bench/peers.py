@@ -195,9 +195,9 @@ class Result:
     """One run: wall seconds, the seconds spent training and evaluating (the rest is setup: building the
     method or strategy, moving/converting data, checkpoints), and the accuracies after the last task."""
 
-    def __init__(self, seconds: float, train_s: float, eval_s: float, final_row: list[float],
+    def __init__(self, seconds: float, cpu_s: float, train_s: float, eval_s: float, final_row: list[float],
                  extra: dict[str, Any] | None = None):
-        self.seconds, self.train_s, self.eval_s = seconds, train_s, eval_s
+        self.seconds, self.cpu_s, self.train_s, self.eval_s = seconds, cpu_s, train_s, eval_s
         self.final_row, self.extra = final_row, extra or {}
 
     @property
@@ -207,7 +207,7 @@ class Result:
 
 def run_bare(data: Data, init_net) -> Result:
     model = bare_model(init_net)  # not timed: the clorch trial's network construction is, but it is ~ms
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     generator = torch.Generator().manual_seed(SEED)  # clorch's Finetune: one generator over all tasks
     row: list[float] = []
     train_s = eval_s = 0.0
@@ -228,7 +228,7 @@ def run_bare(data: Data, init_net) -> Result:
         t2 = time.perf_counter()
         row = [evaluate(model, data.test[j].x, data.test[j].y) for j in range(k + 1)]
         train_s, eval_s = train_s + t2 - t1, eval_s + time.perf_counter() - t2
-    return Result(time.perf_counter() - t0, train_s, eval_s, row, {"model": model})
+    return Result(time.perf_counter() - t0, time.process_time() - c0, train_s, eval_s, row, {"model": model})
 
 
 def clorch_runner(method: str, params: dict[str, Any], checkpoints: bool) -> Callable[[Data, Any], Result]:
@@ -243,12 +243,12 @@ def clorch_runner(method: str, params: dict[str, Any], checkpoints: bool) -> Cal
                 if state is not None:
                     save_state(os.path.join(tmp, f"task{row['position']}"), state)
 
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             rec = run_trial(spec, data.bench, report=report, checkpoints=checkpoints)
-            seconds = time.perf_counter() - t0
+            seconds, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         assert rec["status"] == "completed", rec
         timings = rec["timings"]  # per task: train_s (learn_task, with the train split's Task.on), eval_s
-        return Result(seconds, sum(t["train_s"] for t in timings), sum(t["eval_s"] for t in timings),
+        return Result(seconds, cpu_s, sum(t["train_s"] for t in timings), sum(t["eval_s"] for t in timings),
                       [float(v) for v in rec["matrix"][-1]])
 
     return run
@@ -278,7 +278,7 @@ def avalanche_runner(kind: str, ewc_lambda: float):
         bm = scenario(data)
         model = bare_model(init_net)
         torch.manual_seed(SEED)  # Avalanche shuffles with the global RNG
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
         evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
         common = dict(model=model, optimizer=opt, criterion=nn.CrossEntropyLoss(), train_mb_size=BATCH,
@@ -297,9 +297,9 @@ def avalanche_runner(kind: str, ewc_lambda: float):
             train_s, eval_s = train_s + t2 - t1, eval_s + time.perf_counter() - t2
             row = {int(m.group(1)): 100.0 * float(v) for name, v in metrics.items()
                    if (m := pattern.search(name))}
-        seconds = time.perf_counter() - t0
+        seconds, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         check = [evaluate(model, data.test[j].x, data.test[j].y) for j in range(NUM_TASKS)]
-        return Result(seconds, train_s, eval_s, [row[j] for j in range(NUM_TASKS)], {"check_row": check})
+        return Result(seconds, cpu_s, train_s, eval_s, [row[j] for j in range(NUM_TASKS)], {"check_row": check})
 
     return run
 
@@ -380,27 +380,31 @@ def main() -> None:
                 if r >= 0:
                     results[name].append(res)
                 label = "warm-up" if r < 0 else f"run {r + 1}"
-                print(f"  {label:8s} {name:16s} {res.seconds:7.2f} s  ACC {res.acc:6.2f}", flush=True)
+                print(f"  {label:8s} {name:16s} {res.seconds:7.2f} s (CPU {res.cpu_s:6.2f} s)  ACC {res.acc:6.2f}",
+                      flush=True)
         same = _same_as_clorch(results["bare"][0].extra["model"], data)
     convert_s = statistics.median(_convert_seconds(data) for _ in range(3))
-    base = statistics.median(r.seconds for r in results["bare"])
-    print(f"\n{'contestant':16s} {'median s':>9s} {'min s':>7s} {'max s':>7s} {'x bare':>7s} {'train s':>8s} "
-          f"{'eval s':>7s} {'other s':>8s} {'ACC %':>7s}  final accuracy per task (%)")
-    print("-" * 118)
+    med = {n: {key: statistics.median(getattr(r, key) for r in results[n]) for key in ("seconds", "cpu_s")}
+           for n in names}
+    base, base_cpu = med["bare"]["seconds"], med["bare"]["cpu_s"]
+    print(f"\n{'contestant':16s} {'wall s':>7s} {'min-max':>11s} {'x bare':>7s} {'CPU s':>6s} {'x bare':>7s} "
+          f"{'train s':>8s} {'eval s':>7s} {'other s':>8s} {'ACC %':>7s}  final accuracy per task (%)")
+    print("-" * 122)
     for name in names:
         rs = results[name]
-        med = statistics.median(r.seconds for r in rs)
         accs = [r.acc for r in rs]
-        acc = statistics.median(accs)
         spread = "" if max(accs) - min(accs) < 1e-9 else f" (runs {min(accs):.2f}-{max(accs):.2f})"
         row = " ".join(f"{v:5.1f}" for v in rs[0].final_row)
         tr, ev = statistics.median(r.train_s for r in rs), statistics.median(r.eval_s for r in rs)
         other = statistics.median(r.seconds - r.train_s - r.eval_s for r in rs)
-        print(f"{name:16s} {med:9.2f} {min(r.seconds for r in rs):7.2f} {max(r.seconds for r in rs):7.2f} "
-              f"{med / base:6.2f}x {tr:8.2f} {ev:7.2f} {other:8.2f} {acc:7.2f}  {row}{spread}")
-    print("(train s / eval s: summed over the 5 tasks, medians; other: the rest of the run -- building the method "
-          "or strategy,\n clorch's Task.on of the test splits, its checkpoints; clorch's train s includes the "
-          "train split's Task.on)")
+        wall, cpu = med[name]["seconds"], med[name]["cpu_s"]
+        span = f"{min(r.seconds for r in rs):.1f}-{max(r.seconds for r in rs):.1f}"
+        print(f"{name:16s} {wall:7.2f} {span:>11s} {wall / base:6.2f}x {cpu:6.2f} {cpu / base_cpu:6.2f}x "
+              f"{tr:8.2f} {ev:7.2f} {other:8.2f} {statistics.median(accs):7.2f}  {row}{spread}")
+    print("(medians; wall: elapsed, CPU: this process's CPU time over the same span -- with 1 thread and no "
+          "loader workers, the\n work done, less disturbed by other jobs on the machine than wall time; train s / "
+          "eval s: wall, summed over the 5 tasks;\n other: the rest -- building the method or strategy, clorch's "
+          "Task.on of the test splits, its checkpoints; clorch's train s\n includes each train split's Task.on)")
     for name in names:
         check = results[name][0].extra.get("check_row")
         if check is not None:
@@ -411,9 +415,12 @@ def main() -> None:
           f"standardised) takes {convert_s:.2f} s (median of 3, measured alone)")
     print(f"same work: bare loop's final weights {'equal' if same else 'DIFFER from'} clorch finetune's "
           f"(same initial weights, same batches)")
-    ratios = ", ".join(f"{n} {statistics.median(r.seconds for r in results[n]) / base:.2f}x"
-                       for n in names if n != "bare")
-    print(f"\npeers (median of {args.repeats}, vs the bare loop's {base:.2f} s): {ratios}")
+    for key, label, b in (("seconds", "wall", base), ("cpu_s", "CPU", base_cpu)):
+        ratios = ", ".join(f"{n} {med[n][key] / b:.2f}x" for n in names if n != "bare")
+        print(f"{'' if key == 'cpu_s' else chr(10)}peers, {label} time (median of {args.repeats}, vs the bare loop's "
+              f"{b:.2f} s): {ratios}")
+    accs = ", ".join(f"{n} {statistics.median(r.acc for r in results[n]):.2f}" for n in names)
+    print(f"final ACC (%, the 5 tasks' test accuracy after the last task): {accs}")
     print(f"({time.perf_counter() - started:.0f} s, load average now {os.getloadavg()[0]:.1f})")
 
 
