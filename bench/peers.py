@@ -74,7 +74,10 @@ What it measures
     Timing: torch.set_num_threads(1); each contestant runs once untimed (warm-up),
     then ``--repeats`` timed runs, the contestants' order rotated every repeat so
     machine noise spreads over all of them; medians reported, and the ratio of
-    each median to the bare loop's. Accuracy: each contestant's own evaluation
+    each median to the bare loop's, of wall time and of this process's CPU time
+    over the same span (``time.process_time``: with one torch thread and no
+    DataLoader workers it is the work each contestant did, and much less moved
+    than wall time by other jobs on a shared machine). Accuracy: each contestant's own evaluation
     after the last task (clorch's trial record, the bare loop's, Avalanche's
     Top1_Acc_Exp metric), averaged over the 5 tasks (ACC); Avalanche's final
     weights are also scored with the bare loop's evaluation function, as a check
