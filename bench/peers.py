@@ -29,11 +29,13 @@ What it measures
               not in these figures (bench/orchestration_overhead.py measures
               those). As in a study it gets the benchmark (uint8 arrays), builds
               the method, moves and converts every split itself (counted in its
-              time), reports a row per task and, with ``checkpoints=True`` as the
-              trainable does, builds a TrialState per task that the report
-              callback writes to a temporary directory with
-              ``orchestrator.run.checkpoint.save_state`` (``--no-checkpoints``
-              leaves that out). EWC: clorch's ``ewc`` at ``--ewc-lambda``.
+              time), reports a row per task and, with ``checkpoints=True`` and a
+              study's default ``checkpoint_every_s`` (10 s) as the trainable
+              does, builds a TrialState after a task once that much time passed,
+              which the report callback writes to a temporary directory with
+              ``orchestrator.run.checkpoint.save_state`` (``--checkpoint-every-s
+              0``: after every task; ``--no-checkpoints``: never). EWC: clorch's
+              ``ewc`` at ``--ewc-lambda``.
     avalanche ``avalanche.training.Naive`` and ``EWC`` (avalanche-lib 0.6.0, when
               importable), on the same float tensors: one
               ``_make_taskaware_tensor_classification_dataset`` per task and split
@@ -134,7 +136,7 @@ from torch import nn  # noqa: E402
 from datasets import LoadContext, load_benchmark  # noqa: E402
 from methods import METHODS, MethodContext, seed_everything  # noqa: E402
 from orchestrator.run.trial import run_trial  # noqa: E402
-from orchestrator.study.schema import TrialSpec  # noqa: E402
+from orchestrator.study.schema import Study, TrialSpec  # noqa: E402
 
 NUM_TASKS = 5
 HIDDEN = [256, 256]
@@ -143,6 +145,7 @@ EVAL_BATCH = 4096   # clorch's methods.loop.accuracy batch; the bare loop and Av
 SEED = 0
 SETTING = "domain_incremental"  # permuted_mnist standard's default: one head shared by every task
 AVALANCHE_VERSION = "0.6.0"
+STUDY_CHECKPOINT_EVERY_S = Study.model_fields["checkpoint_every_s"].default  # what a study does by default
 INSTALL_HINT = (f".venv/bin/pip install --target /tmp/avl --no-deps avalanche-lib=={AVALANCHE_VERSION} dill gdown "
                 "beautifulsoup4 soupsieve pytorchcv wandb xxhash psutil gputil torchmetrics lightning-utilities "
                 "tensorboard absl-py qpsolvers   # then: --avalanche-path /tmp/avl")
@@ -243,7 +246,8 @@ def run_bare(data: Data, init_net) -> Result:
     return Result(time.perf_counter() - t0, time.process_time() - c0, train_s, eval_s, row, {"model": model})
 
 
-def clorch_runner(method: str, params: dict[str, Any], checkpoints: bool) -> Callable[[Data, Any], Result]:
+def clorch_runner(method: str, params: dict[str, Any], checkpoints: bool,
+                  every_s: float) -> Callable[[Data, Any], Result]:
     from orchestrator.run.checkpoint import save_state
 
     def run(data: Data, init_net) -> Result:
@@ -256,7 +260,7 @@ def clorch_runner(method: str, params: dict[str, Any], checkpoints: bool) -> Cal
                     save_state(os.path.join(tmp, f"task{row['position']}"), state)
 
             t0, c0 = time.perf_counter(), time.process_time()
-            rec = run_trial(spec, data.bench, report=report, checkpoints=checkpoints)
+            rec = run_trial(spec, data.bench, report=report, checkpoints=checkpoints, checkpoint_every_s=every_s)
             seconds, cpu_s = time.perf_counter() - t0, time.process_time() - c0
         assert rec["status"] == "completed", rec
         timings = rec["timings"]  # per task: train_s (learn_task, with the train split's Task.on), eval_s
@@ -345,7 +349,10 @@ def main() -> None:
     ap.add_argument("--avalanche-path", default=None, help="a folder holding avalanche-lib (pip --target)")
     ap.add_argument("--no-avalanche", action="store_true", help="clorch and the bare loop only")
     ap.add_argument("--no-ewc", action="store_true", help="leave out both EWC contestants")
-    ap.add_argument("--no-checkpoints", action="store_true", help="clorch trials without per-task checkpoints")
+    ap.add_argument("--no-checkpoints", action="store_true", help="clorch trials without checkpoints")
+    ap.add_argument("--checkpoint-every-s", type=float, default=STUDY_CHECKPOINT_EVERY_S,
+                    help=f"clorch trials checkpoint after a task once this many seconds passed (a study's "
+                         f"checkpoint_every_s, default {STUDY_CHECKPOINT_EVERY_S:g}; 0: after every task)")
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -366,11 +373,11 @@ def main() -> None:
     checkpoints = not args.no_checkpoints
     contestants: dict[str, Callable[[Data, Any], Result]] = {
         "bare": run_bare,
-        "clorch finetune": clorch_runner("finetune", finetune_params(), checkpoints),
+        "clorch finetune": clorch_runner("finetune", finetune_params(), checkpoints, args.checkpoint_every_s),
     }
     if not args.no_ewc:
         contestants["clorch ewc"] = clorch_runner("ewc", {**finetune_params(), "ewc_lambda": args.ewc_lambda},
-                                                  checkpoints)
+                                                  checkpoints, args.checkpoint_every_s)
     version = None if args.no_avalanche else load_avalanche(args.avalanche_path)
     if version is not None:
         print(f"  avalanche {version} (EWC lambda {avl_lambda:g}; clorch's {args.ewc_lambda:g})")
@@ -379,7 +386,8 @@ def main() -> None:
             contestants["avalanche ewc"] = avalanche_runner("ewc", avl_lambda)
     names = list(contestants)
     print(f"  contestants: {', '.join(names)}; clorch via orchestrator.run.trial.run_trial in this process "
-          f"(no Ray){', per-task checkpoints saved' if checkpoints else ', no checkpoints'}; 1 warm-up + "
+          f"(no Ray), {f'checkpoint_every_s {args.checkpoint_every_s:g}' if checkpoints else 'no checkpoints'}; "
+          f"1 warm-up + "
           f"{args.repeats} timed runs each, order rotated every repeat\n", flush=True)
 
     results: dict[str, list[Result]] = {n: [] for n in names}
