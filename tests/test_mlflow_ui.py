@@ -155,7 +155,7 @@ def test_trial_runs_start_and_end_when_the_trial_did(served_study):
         rec = json.loads((root / "results" / "ui" / "trials" / f"{tags(r)['clorch.trial_id']}.json").read_text())
         start, end = int(r["info"]["start_time"]), int(r["info"]["end_time"])
         assert start == int(rec["started_at"] * 1000)
-        assert end - start == pytest.approx(rec["wall_s"] * 1000, abs=2) and end - start > 200
+        assert end - start == pytest.approx(rec["wall_s"] * 1000, abs=2) and end - start > 0
 
 
 def test_per_task_metrics_are_steps_and_only_non_default_params_are_logged(served_study):

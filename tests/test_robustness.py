@@ -117,7 +117,8 @@ def test_ctrl_c_stops_cleanly_keeps_finished_tasks_and_says_how_to_resume(tmp_pa
     tasks = 5
     path = _study(tmp_path, "sigint", benchmark={"name": "split_digits", "params": {"classes_per_task": 2}},
                   orders={"kind": "random", "count": 3, "seed": 0}, resources={"cpu": 2},
-                  methods=[{"name": "finetune", "params": {"training": {"epochs": 3}}}])
+                  methods=[{"name": "finetune", "params": {"training": {"epochs": 3}}}],
+                  checkpoint_every_s=0)  # a checkpoint after every task: the signal lands part way
     results = tmp_path / "results" / "sigint"
     log = open(tmp_path / "driver.log", "w")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
