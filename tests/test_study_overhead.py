@@ -1,9 +1,8 @@
 """What makes a study of short trials fast without changing what it writes (issue 21; bench/study_overhead.py
-measures the time): trial runs written to MLflow on a thread, figures rendered in worker processes, checkpoints
-only when a task's work is worth saving."""
+measures the time): trial runs written to MLflow on a thread, checkpoints only when a task's work is worth
+saving."""
 from __future__ import annotations
 
-import io
 import pickle
 import threading
 import time
@@ -12,7 +11,6 @@ import numpy as np
 import pytest
 
 import methods
-from orchestrator.results import figure_pool
 from orchestrator.results.tracking_writer import TrialRunWriter
 from orchestrator.run.trial import run_trial
 from orchestrator.study.schema import TrialSpec
@@ -74,33 +72,6 @@ def test_the_writer_pickles_drained_and_its_copy_writes_inline():
     copy.log_trial("trial-1")
     assert copy._tracker.logged == ["trial-0", "trial-1"]
     writer.close()
-
-
-def _figures(n: int):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    out = []
-    for k in range(n):
-        fig = Figure(figsize=(3, 2))
-        FigureCanvasAgg(fig)
-        ax = fig.subplots()
-        ax.plot(np.arange(50), np.sin(np.arange(50) / (k + 1)))
-        ax.set_title(f"figure {k}")
-        out.append(fig)
-    return out
-
-
-def test_figures_rendered_in_worker_processes_are_byte_identical_and_in_order():
-    figs = _figures(figure_pool.MIN_FIGURES + 1)
-    here = []
-    for fig in figs:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=80)
-        here.append(buf.getvalue())
-    pooled = figure_pool.render_all([(f, 80) for f in figs], workers=2)
-    assert pooled == here
-    assert figure_pool.render_all([(f, 80) for f in figs[:2]], workers=2) == here[:2]  # few: rendered here
 
 
 def _spec(order):

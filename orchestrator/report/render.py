@@ -26,7 +26,6 @@ from orchestrator.report.fmt import file_safe, md_table as _table, num as _num, 
 from orchestrator.report import curves, importance, main_tables, paired_view, tables, trace_figures
 from orchestrator.report.analysis import analyse, searches
 from orchestrator.report.config_result import ConfigResult, choice_point, chosen_on
-from orchestrator.results import figure_pool
 from orchestrator.results.store import study_dir as results_study_dir
 from orchestrator.report.sources import StudyData, find_study_run, from_results, load_study
 from orchestrator.results.records import TrialRecord
@@ -36,7 +35,6 @@ from orchestrator.study.schema import ObjectiveSpec
 
 REPORT_FILE = "report.md"
 FIGURES_DIR = "figures"
-FIGURE_DPI = 110
 ARTIFACT_DIR = "report"
 
 CAPTIONS = {
@@ -398,13 +396,10 @@ def write_report(data: StudyData, out_dir: Path, n_resamples: int = bootstrap.DE
     for path in [*(fig_dir / f"{n}.png" for n in _OWN_FIGURES), *fig_dir.glob("search_params_*.png")]:
         if path.stem not in drawn:
             path.unlink(missing_ok=True)  # a figure of an earlier report that no longer applies
-    pending = []  # (path, Figure): every figure is built first, then all are rendered at once
     for name, fig in drawn.items():
         written[name] = fig_dir / f"{name}.png"
-        pending.append((written[name], fig))
-    traced, traced_text = trace_figures.write(results, fig_dir, pending)  # records with a trace or per-task series
-    for (path, _), png in zip(pending, figure_pool.render_all([(fig, FIGURE_DPI) for _, fig in pending])):
-        path.write_bytes(png)
+        fig.savefig(written[name], dpi=110)
+    traced, traced_text = trace_figures.write(results, fig_dir)  # records with a trace or per-task series
     views.table_files = tables.write_all(report_tables(results, views), out_dir)
     text = render(data, results, {n: f"{FIGURES_DIR}/{p.name}" for n, p in written.items()},
                   n_resamples, confidence, seed, views) + traced_text

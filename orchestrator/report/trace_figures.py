@@ -275,14 +275,11 @@ def _file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-def write(results: list[ConfigResult], fig_dir: Path,
-          pending: list[tuple[Path, Figure]] | None = None) -> tuple[dict[str, Path], str]:
+def write(results: list[ConfigResult], fig_dir: Path) -> tuple[dict[str, Path], str]:
     """Draw the trainability figure, the trace figures and the series figures into ``fig_dir``.
 
     Returns (figure name -> path, the report's markdown section); both empty
-    when no record carries a trace or a series. ``pending``: the figures are
-    appended there as (path, Figure) for the caller to render (all of a
-    report's figures at once, results/figure_pool.py) instead of saved here.
+    when no record carries a trace or a series.
     """
     fig_dir.mkdir(parents=True, exist_ok=True)
     stale = [*fig_dir.glob("*_trajectories_*.png"), *fig_dir.glob("series_*.png"), fig_dir / "trainability.png"]
@@ -292,10 +289,7 @@ def write(results: list[ConfigResult], fig_dir: Path,
 
     def save(name: str, fig: Figure) -> None:
         written[name] = fig_dir / f"{name}.png"
-        if pending is not None:
-            pending.append((written[name], fig))
-        else:
-            fig.savefig(written[name], dpi=110)
+        fig.savefig(written[name], dpi=110)
 
     for r in results:
         mine = []

@@ -99,7 +99,7 @@ def learning_curve_png(records: Sequence[TrialRecord], title: str) -> bytes | No
 
 
 def learning_curve_figure(records: Sequence[TrialRecord], title: str):
-    """learning_curve_png's Figure (not rendered: results/figure_pool.py renders many at once)."""
+    """learning_curve_png's Figure, not rendered yet."""
     done = _ordered(records)
     if not done:
         return None

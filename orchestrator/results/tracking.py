@@ -379,32 +379,11 @@ class StudyTracker:
         return [(name, value, step, _ms(ends.get(step, last) if steps[name] > 1 else last))
                 for name, value, step in out]
 
-    def log_configs(self, items: Sequence[tuple[str, dict[str, Any], Sequence[TrialRecord]]]) -> None:
-        """``log_config`` of every (config id, summary entry, records), their figures rendered all at once
-        (results/figure_pool.py: in worker processes when there are enough of them)."""
-        from orchestrator.results import figure_pool, run_artifacts
-
-        built = []  # (item index, file name, Figure)
-        for i, (config_id, _, records) in enumerate(items):
-            if records:
-                name = self.config_names.get(config_id, config_id)
-                for file, draw in (("learning_curve.png", run_artifacts.learning_curve_figure),
-                                   ("opd_per_task.png", run_artifacts.opd_per_task_figure)):
-                    fig = draw(records, name)
-                    if fig is not None:
-                        built.append((i, file, fig))
-        pngs: list[dict[str, bytes]] = [{} for _ in items]
-        for (i, file, _), png in zip(built, figure_pool.render_all([(f, run_artifacts.DPI) for _, _, f in built])):
-            pngs[i][file] = png
-        for (config_id, entry, _), figures in zip(items, pngs):
-            self.log_config(config_id, entry, figures=figures)
-
-    def log_config(self, config_id: str, entry: dict[str, Any], records: Sequence[TrialRecord] = (),
-                   figures: dict[str, bytes] | None = None) -> None:
+    def log_config(self, config_id: str, entry: dict[str, Any], records: Sequence[TrialRecord] = ()) -> None:
         """The summary's entry of a config on its run: its statistics as metrics (``acc``, ``bwt``, ``forgetting``
         and ``task_acc``: the means, named like a trial's, so one column shows both; ``acc_seen`` per step: the
         mean learning curve; ``opd_task_<j>``), ``summary_entry.json`` and, from its ``records``, the learning
-        curve and OPD-per-task figures (or ``figures``: file name -> PNG, already rendered)."""
+        curve and OPD-per-task figures."""
         run = self.config_runs[config_id]
         stats_ = {k: v for k, v in entry.items() if k not in ("opd_per_task", "window_mse_mean", "curve")}
         stats_.update({f"opd_task_{j}": v for j, v in enumerate(entry.get("opd_per_task") or [])})
@@ -414,9 +393,7 @@ class StudyTracker:
         self.client.log_batch(run, metrics=_metrics(stats_) + curve)
         files = _Files()
         files.json("summary_entry.json", entry)
-        for file, png in (figures or {}).items():  # rendered by log_configs
-            files.png(file, png)
-        if records and figures is None:
+        if records:
             from orchestrator.results import run_artifacts
 
             name = self.config_names.get(config_id, config_id)
