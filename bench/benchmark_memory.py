@@ -48,9 +48,13 @@ Why
 Measured (2 cores, 23.5 GiB; permuted MNIST standard, 10 tasks, 4 trials, medians of 3)
     snapshot (the script as it was on main): shared 3,799 MiB total PSS against
     5,829 MiB loaded per trial (1.53x), RSS of one trial 1,180 against 1,697 MiB.
-    --study: peak RSS of one trial worker 2,009 MiB (12 workers: 2,004-2,018),
-    the 4 together 8,032 MiB RSS / 5,092 MiB PSS, the whole study (driver, Ray,
-    workers) 6,757 MiB PSS, the driver 1,971 MiB RSS; a run 146-185 s.
+    --study (main at dc97b4a): peak RSS of one trial worker 2,005 MiB (12
+    workers: 2,004-2,014), the 4 together 7,907 MiB RSS / 5,038 MiB PSS, the
+    whole study (driver, Ray, workers) 6,797 MiB PSS, the driver 1,976 MiB RSS;
+    a run 82-234 s (load). On a2003dd: 2,009 / 8,032 / 5,092 / 6,757 / 1,971.
+    A trial's peak is near its end: the float32 test and validation splits of
+    every task (Task.on, private), the current train split, and the store pages
+    of every task it has read.
 
 How to run (from the repository root)
     .venv/bin/python bench/benchmark_memory.py

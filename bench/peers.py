@@ -85,14 +85,20 @@ What it measures
     weights are also scored with the bare loop's evaluation function, as a check
     that its metric reads the same images the same way.
 
-Measured (2-core machine, load average 1-2, median of 5; wall = CPU time within 1%)
-    bare 7.41 s; clorch finetune 9.21 s = 1.24x (0.80 s of it is Task.on, which
-    the others skip; learn_task alone on ready tensors: 1.06x); clorch ewc 19.08 s
-    = 2.58x; Avalanche Naive 17.42 s = 2.35x; Avalanche EWC 38.90 s = 5.25x (its
-    eval 4.8 s against clorch's 0.85 s). Final ACC: bare = clorch finetune 83.03
-    (the same weights), Avalanche Naive 83.53, clorch ewc 91.41, Avalanche EWC
-    91.00. Under load (average 4-8) the wall ratios moved by up to 0.7 between
-    runs; the CPU ratios stayed within about 0.1 of the quiet run's.
+Measured (2-core machine shared with other jobs, load average 2-5; median of 5)
+    bare 7.81 s; clorch finetune 7.93 s = 1.02x; clorch ewc 13.45 s = 1.72x;
+    Avalanche Naive 17.49 s = 2.24x (CPU 1.84x); Avalanche EWC 37.92 s = 4.86x
+    (its eval alone 4.2-4.8 s against clorch's 0.7 s). Final ACC: bare = clorch
+    finetune 83.03 (the same weights), Avalanche Naive 83.53, clorch ewc 91.43,
+    Avalanche EWC 91.00. clorch finetune against the bare loop alone, in four
+    more runs (3-5 rounds each): 1.08x, 1.22x, 1.30x, 1.38x (the machine's noise:
+    single runs of either moved by 20-70%), so read it as 1.0-1.4x, about 1.2x;
+    what clorch does beyond the bare loop is Task.on of the train splits (0.75-0.95
+    s in all, ~10% of the bare run); its learn_task on ready tensors is 0.95-1.06x
+    the bare loop. An
+    older main (a2003dd: a checkpoint after every task, EWC before its _foreach
+    penalty) measured 1.24x (finetune) and 2.58x (ewc), the Avalanche rows 2.35x
+    and 5.25x.
 
 How to run (from the repository root)
     .venv/bin/python bench/peers.py                     # clorch and bare only, if avalanche is missing
@@ -439,6 +445,10 @@ def main() -> None:
         ratios = ", ".join(f"{n} {med[n][key] / b:.2f}x" for n in names if n != "bare")
         print(f"{'' if key == 'cpu_s' else chr(10)}peers, {label} time (median of {args.repeats}, vs the bare loop's "
               f"{b:.2f} s): {ratios}")
+    paired = ", ".join(f"{n} {statistics.median(a.cpu_s / b.cpu_s for a, b in zip(results[n], results['bare'])):.2f}x"
+                       for n in names if n != "bare")
+    print(f"peers, CPU time, median of the {args.repeats} rounds' own ratios (each run against the bare run of its "
+          f"round): {paired}")
     accs = ", ".join(f"{n} {statistics.median(r.acc for r in results[n]):.2f}" for n in names)
     print(f"final ACC (%, the 5 tasks' test accuracy after the last task): {accs}")
     print(f"({time.perf_counter() - started:.0f} s, load average now {os.getloadavg()[0]:.1f})")
