@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 
 from orchestrator.report import bootstrap, tables
 from orchestrator.report.compare import Difference, Study, differences, shared_labels, single_labels
-from orchestrator.report.fmt import ci, file_safe, md_table, num, pm
+from orchestrator.report.fmt import FIGURE_DPI, ci, file_safe, md_table, num, pm
+from orchestrator.results import png_render
 from orchestrator.report.tables import Table
 
 REPORT_FILE = "report.md"
@@ -202,10 +203,9 @@ def write_compare(studies: list[Study], out_dir: Path, n_resamples: int = bootst
     diffs = differences(studies, n_resamples, seed)
     fig_dir = out_dir / FIGURES_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    for name, fig in (("compare_acc", acc_figure(studies, labels)), ("compare_differences", difference_figure(diffs))):
-        written[name] = fig_dir / f"{name}.png"
-        fig.savefig(written[name], dpi=110)
+    drawn = {"compare_acc": acc_figure(studies, labels), "compare_differences": difference_figure(diffs)}
+    written = {name: fig_dir / f"{name}.png" for name in drawn}
+    png_render.save([(fig, written[name]) for name, fig in drawn.items()], FIGURE_DPI)
     table_files = tables.write_all([values_table(studies, labels), differences_table(diffs)], out_dir)
     text = render(studies, diffs, {n: f"{FIGURES_DIR}/{p.name}" for n, p in written.items()}, table_files,
                   n_resamples, seed)

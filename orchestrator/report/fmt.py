@@ -1,6 +1,8 @@
 """How the report writes numbers and tables: one place, so report.md, LaTeX and compare agree."""
 from __future__ import annotations
 
+FIGURE_DPI = 110  # every figure of a report (report.md, compare) is saved at this resolution
+
 
 def num(v: float | None, digits: int = 2) -> str:
     return "–" if v is None or v != v else f"{v:.{digits}f}"

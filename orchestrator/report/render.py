@@ -22,10 +22,11 @@ from typing import Any
 
 from orchestrator.report import bootstrap
 from orchestrator.report import figures
-from orchestrator.report.fmt import file_safe, md_table as _table, num as _num, pm as _pm
+from orchestrator.report.fmt import FIGURE_DPI, file_safe, md_table as _table, num as _num, pm as _pm
 from orchestrator.report import curves, importance, main_tables, paired_view, tables, trace_figures
 from orchestrator.report.analysis import analyse, searches
 from orchestrator.report.config_result import ConfigResult, choice_point, chosen_on
+from orchestrator.results import png_render
 from orchestrator.results.store import study_dir as results_study_dir
 from orchestrator.report.sources import StudyData, find_study_run, from_results, load_study
 from orchestrator.results.records import TrialRecord
@@ -392,18 +393,19 @@ def write_report(data: StudyData, out_dir: Path, n_resamples: int = bootstrap.DE
     fig_dir = out_dir / FIGURES_DIR
     fig_dir.mkdir(parents=True, exist_ok=True)
     drawn = _draw(results, views, data.summary, fig_dir) if any(r.ok for r in results) else {}
-    written: dict[str, Path] = {}
     for path in [*(fig_dir / f"{n}.png" for n in _OWN_FIGURES), *fig_dir.glob("search_params_*.png")]:
         if path.stem not in drawn:
             path.unlink(missing_ok=True)  # a figure of an earlier report that no longer applies
-    for name, fig in drawn.items():
-        written[name] = fig_dir / f"{name}.png"
-        fig.savefig(written[name], dpi=110)
-    traced, traced_text = trace_figures.write(results, fig_dir)  # records with a trace or per-task series
+    traced, traced_text = trace_figures.draw(results, fig_dir)  # records with a trace or per-task series
+    written = {name: fig_dir / f"{name}.png" for name in drawn}
+    traced_files = {name: fig_dir / f"{name}.png" for name in traced}
+    # every figure at once: rendering is the cost, spread over the cores (orchestrator/results/png_render.py)
+    png_render.save([(fig, written[n]) for n, fig in drawn.items()]
+                    + [(fig, traced_files[n]) for n, fig in traced.items()], FIGURE_DPI)
     views.table_files = tables.write_all(report_tables(results, views), out_dir)
     text = render(data, results, {n: f"{FIGURES_DIR}/{p.name}" for n, p in written.items()},
                   n_resamples, confidence, seed, views) + traced_text
-    written.update(traced)
+    written.update(traced_files)
     return Report(_write_text(out_dir / REPORT_FILE, text), written, results, tables=views.table_files)
 
 
@@ -457,7 +459,7 @@ def _write_stream_report(data: StudyData, records: list[TrialRecord], out_dir: P
     if fig is not None:
         path = out_dir / FIGURES_DIR / "step_sizes.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=FIGURE_DPI)
         written["step_sizes"] = path
         lines += ["## Learned step-sizes", "",
                   "Best config of each method (lowest mean squared error), step-size traces averaged over "

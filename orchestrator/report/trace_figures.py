@@ -45,6 +45,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from orchestrator.report.config_result import ConfigResult, config_colors
+from orchestrator.report.fmt import FIGURE_DPI
+from orchestrator.results import png_render
 from orchestrator.results.records import TrialRecord
 
 # the keys of a trace that place the steps, not series to draw
@@ -276,20 +278,30 @@ def _file_safe(name: str) -> str:
 
 
 def write(results: list[ConfigResult], fig_dir: Path) -> tuple[dict[str, Path], str]:
-    """Draw the trainability figure, the trace figures and the series figures into ``fig_dir``.
+    """Draw and save the trainability figure, the trace figures and the series figures into ``fig_dir``.
 
     Returns (figure name -> path, the report's markdown section); both empty
     when no record carries a trace or a series.
     """
+    figures, text = draw(results, fig_dir)
+    written = {name: fig_dir / f"{name}.png" for name in figures}
+    png_render.save([(fig, written[name]) for name, fig in figures.items()], FIGURE_DPI)
+    return written, text
+
+
+def draw(results: list[ConfigResult], fig_dir: Path) -> tuple[dict[str, Figure], str]:
+    """write's figures (name -> Figure, not rendered: the caller saves them as ``fig_dir``/<name>.png, e.g. with
+    every other figure of the report at once) and its markdown section; removes stale figures of ours."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     stale = [*fig_dir.glob("*_trajectories_*.png"), *fig_dir.glob("series_*.png"), fig_dir / "trainability.png"]
     written: dict[str, Path] = {}
+    figures: dict[str, Figure] = {}
     per_config: list[list[str]] = []  # each config's figures: its traces, then its series
     kinds: set[str] = set()
 
     def save(name: str, fig: Figure) -> None:
         written[name] = fig_dir / f"{name}.png"
-        fig.savefig(written[name], dpi=110)
+        figures[name] = fig
 
     for r in results:
         mine = []
@@ -324,4 +336,4 @@ def write(results: list[ConfigResult], fig_dir: Path) -> tuple[dict[str, Path], 
     table = counts_table(results)
     if table:
         lines += [CAPTIONS["counts"], "", *table, ""]
-    return written, "\n".join(lines)
+    return figures, "\n".join(lines)

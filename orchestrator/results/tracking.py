@@ -37,7 +37,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -379,11 +379,33 @@ class StudyTracker:
         return [(name, value, step, _ms(ends.get(step, last) if steps[name] > 1 else last))
                 for name, value, step in out]
 
-    def log_config(self, config_id: str, entry: dict[str, Any], records: Sequence[TrialRecord] = ()) -> None:
+    def log_configs(self, entries: Sequence[dict[str, Any]],
+                    records_of: Callable[[str], Sequence[TrialRecord]] = lambda _: ()) -> None:
+        """Each summary entry on its config's run (log_config), the figures of all of them rendered first,
+        together (orchestrator/results/png_render.py: the end of a study waits for them)."""
+        from orchestrator.results import png_render, run_artifacts
+
+        drawn: list[tuple[int, str, Any]] = []  # (entry's index, artifact name, Figure)
+        for i, entry in enumerate(entries):
+            records = records_of(entry["config_id"])
+            if records:
+                name = self.config_names.get(entry["config_id"], entry["config_id"])
+                for artifact, draw in (("learning_curve.png", run_artifacts.learning_curve_figure),
+                                       ("opd_per_task.png", run_artifacts.opd_per_task_figure)):
+                    fig = draw(records, name)
+                    if fig is not None:
+                        drawn.append((i, artifact, fig))
+        pngs: list[dict[str, bytes]] = [{} for _ in entries]
+        for (i, artifact, _), data in zip(drawn, png_render.png_bytes([f for _, _, f in drawn], run_artifacts.DPI)):
+            pngs[i][artifact] = data
+        for entry, figures in zip(entries, pngs):
+            self.log_config(entry["config_id"], entry, figures)
+
+    def log_config(self, config_id: str, entry: dict[str, Any], figures: dict[str, bytes] | None = None) -> None:
         """The summary's entry of a config on its run: its statistics as metrics (``acc``, ``bwt``, ``forgetting``
         and ``task_acc``: the means, named like a trial's, so one column shows both; ``acc_seen`` per step: the
-        mean learning curve; ``opd_task_<j>``), ``summary_entry.json`` and, from its ``records``, the learning
-        curve and OPD-per-task figures."""
+        mean learning curve; ``opd_task_<j>``), ``summary_entry.json`` and ``figures`` (artifact name -> PNG
+        bytes: log_configs draws the learning curve and OPD-per-task figures from the config's records)."""
         run = self.config_runs[config_id]
         stats_ = {k: v for k, v in entry.items() if k not in ("opd_per_task", "window_mse_mean", "curve")}
         stats_.update({f"opd_task_{j}": v for j, v in enumerate(entry.get("opd_per_task") or [])})
@@ -393,12 +415,8 @@ class StudyTracker:
         self.client.log_batch(run, metrics=_metrics(stats_) + curve)
         files = _Files()
         files.json("summary_entry.json", entry)
-        if records:
-            from orchestrator.results import run_artifacts
-
-            name = self.config_names.get(config_id, config_id)
-            files.png("learning_curve.png", run_artifacts.learning_curve_png(records, name))
-            files.png("opd_per_task.png", run_artifacts.opd_per_task_png(records, name))
+        for artifact, data in (figures or {}).items():
+            files.png(artifact, data)
         files.upload(self.client, run)
         ok = entry.get("acc_mean", entry.get("mse_mean")) is not None
         self.client.set_terminated(run, "FINISHED" if ok else "FAILED")

@@ -361,8 +361,7 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
                 entry["source_config_id"] = source
     summary["mlflow_study_run"] = tracker.study_run  # where the report (written by the caller) is logged
     write_json(out / "summary.json", summary)
-    for entry in summary["configs"]:
-        tracker.log_config(entry["config_id"], entry, recorder.records_of(entry["config_id"]))
+    tracker.log_configs(summary["configs"], recorder.records_of)
     tracker.log_paired(summary.get("paired"))
     tracker.finish(summary, failed=summary["trials_failed"] > 0)
     print(format_table(summary))
