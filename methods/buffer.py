@@ -111,7 +111,7 @@ class ReplayBuffer:
         winner = torch.full((self.size,), -1, dtype=torch.long).scatter_reduce_(
             0, draws.index_select(0, taken), taken.add_(free), "amax")  # slot -> the last row drawing it
         won = torch.nonzero(winner >= 0).squeeze(1)
-        self._write(won.to(self.device), winner.index_select(0, won).to(x.device), x, y, tasks, logits)
+        self._write(_host_to(won, self.device), _host_to(winner.index_select(0, won), x.device), x, y, tasks, logits)
 
     def _balanced(self, x, y, tasks, logits) -> None:
         # the candidates: what is kept now and the new batch, in one pool
@@ -123,7 +123,7 @@ class ReplayBuffer:
         classes, counts = torch.unique(pool_y, return_counts=True)
         quota = _shares(self.size, counts)  # per class, counts within one of each other
         # rank of each candidate within its class in a random order: sort by (class, random key)
-        key = torch.rand(pool_y.shape[0], generator=self.generator).to(self.device)
+        key = _host_to(torch.rand(pool_y.shape[0], generator=self.generator), self.device)
         cls_index = torch.searchsorted(classes, pool_y)
         order = torch.argsort(cls_index.double() * 2.0 + key, stable=True)
         sorted_cls = cls_index[order]
@@ -159,7 +159,7 @@ class ReplayBuffer:
     def sample_index(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """The rows ``sample`` takes (the same draw), on the device."""
         n = min(n, self.filled)
-        return torch.randperm(self.filled, generator=generator or self.generator)[:n].to(self.device)
+        return _host_to(torch.randperm(self.filled, generator=generator or self.generator)[:n], self.device)
 
     def rows(self, idx: torch.Tensor, x: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """x, y, task[, logits] of rows ``idx`` (``x``: those inputs, already gathered by the caller)."""
@@ -186,6 +186,16 @@ class ReplayBuffer:
         self.logits = None if state["logits"] is None else state["logits"].clone().to(self.device)
         self.filled, self.seen = int(state["filled"]), int(state["seen"])
         self.generator.set_state(state["generator"])
+
+
+def _host_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A tensor drawn on the host (the buffer's CPU generator: the same draws on every device) moved to
+    ``device`` without waiting for it: from pinned memory, asynchronously (a plain copy from pageable memory
+    would hold the host until the GPU caught up, every step). The pinned block is kept by PyTorch's host
+    allocator until the copy is done."""
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _shares(size: int, counts: torch.Tensor) -> torch.Tensor:

@@ -170,7 +170,7 @@ def signal_and_noise_tensors(net: nn.Module, loss: Loss, layers: Layers, x: torc
                     w, b = m["params"]["weight"], m["params"].get("bias")
                     mw = mean_grad[w]
                     spread[w] += ((dz.double().pow(2).sum(1) * a.double().pow(2).sum(1)).sum()
-                                  - 2 * (dz.T @ a).double().mul_(mw.double()).sum())
+                                  - 2 * (dz.double().T @ a.double()).mul_(mw.double()).sum())  # float64: the terms cancel
                     if b is not None:
                         d = dz - mean_grad[b]
                         spread[b] += torch.linalg.vecdot(d, d).sum(dtype=torch.float64)

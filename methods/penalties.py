@@ -45,6 +45,8 @@ class PenaltyTerm(torch.autograd.Function):
     CPU 1.0: reading it costs no device sync there). Under ``create_graph`` (the
     LoT scheduler's Hessian-vector products, methods/lot_scheduler.py) it uses
     ``gradient`` instead, so second derivatives are those of the plain formula.
+    The forward's gradients are handed out once; a second backward through a
+    retained graph makes them again.
     """
 
     @staticmethod
@@ -61,6 +63,8 @@ class PenaltyTerm(torch.autograd.Function):
             return (None, None, *(g * grad_out for g in grads))
         grads, ctx.grads = ctx.grads, None
         factor = scalar(grad_out)
+        if grads is None and not hasattr(ctx.owner, "scaled_grad"):  # a second backward through a kept graph
+            grads = ctx.owner.value_and_grad(ctx.names, ctx.saved_tensors)[1]
         if grads is None:
             grads = ctx.owner.scaled_grad(ctx.names, ctx.saved_tensors, factor)
         elif not (isinstance(factor, float) and factor == 1.0):

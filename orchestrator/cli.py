@@ -91,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     lgs.add_argument("--address", help=cluster_help)
     lgs.add_argument("--follow", action="store_true", help="keep printing until the job ends; exit with its code")
     args = parser.parse_args(argv)
+    if args.command in ("run", "report", "compare"):  # they render figures
+        from orchestrator.results.png_render import env_problem
+
+        problem = env_problem()
+        if problem:
+            print(f"clorch: {problem}", file=sys.stderr)
+            return 2
     from orchestrator.study.loading import load_study  # the methods' parameters: torch, only once a command runs
     if args.command in ("submit", "status", "logs"):
         from orchestrator.cluster import jobs

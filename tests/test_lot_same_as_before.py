@@ -223,6 +223,26 @@ def test_signal_and_noise_equal_the_old_materialised_per_sample_gradients(name, 
     assert not any(p.grad is not None for p in net.parameters())  # it only reads
 
 
+def test_signal_and_noise_stay_exact_when_the_signal_dwarfs_the_noise():
+    """Nearly identical samples: G / sigma^2 ~ 1e6. The identity's terms cancel to 1e-6 of their size, so they
+    are summed in float64 (a float32 cross term D^T A was off by ~10% here); the old two-pass sum is the truth."""
+    net = TaskNetwork(MLP((6,), [8]), MethodContext((6,), (3,), "domain_incremental", CPU, 0)).eval()
+    gen = torch.Generator().manual_seed(2)
+    base = torch.randn((1, 6), generator=gen)
+    x = base + 1e-4 * torch.randn((64, 6), generator=gen)
+    y = torch.zeros(64, dtype=torch.long)
+
+    def loss(xb, yb):
+        return F.cross_entropy(net(xb, 0), yb)
+
+    layers = layer_groups(net)
+    new, old = signal_and_noise(net, loss, layers, x, y), old_signal_and_noise(net, loss, layers, x, y)
+    for layer in layers:
+        signal, noise = old[layer]
+        assert signal / noise > 1e5, layer  # the regime this is about
+        assert new[layer][1] == pytest.approx(noise, rel=1e-2), layer
+
+
 def _finetune(digits, **lot):
     entry = METHODS.get("finetune")
     seed_everything(0)

@@ -54,7 +54,7 @@ def test_pngs_from_helpers_are_the_bytes_this_process_renders(monkeypatch):
     serial = png_render.png_bytes(figs, 100)
     monkeypatch.setenv(png_render.ENV, "2")
     monkeypatch.setattr(png_render, "_cores", lambda: 2)
-    monkeypatch.setattr(png_render, "_ray_connected", lambda: False)  # another test module's Ray may be up
+    monkeypatch.setattr(png_render, "_alone", lambda: True)  # another test module's Ray (its threads) may be up
     assert png_render.processes(len(figs)) == 2
     forked = png_render.png_bytes(figs, 100)
     assert forked == serial and all(b.startswith(b"\x89PNG") for b in forked)
@@ -65,7 +65,7 @@ def test_pngs_from_helpers_are_the_bytes_this_process_renders(monkeypatch):
 def test_a_failing_or_hanging_helper_has_its_share_rendered_here(monkeypatch, tmp_path, misbehave):
     monkeypatch.setenv(png_render.ENV, "2")
     monkeypatch.setattr(png_render, "_cores", lambda: 2)
-    monkeypatch.setattr(png_render, "_ray_connected", lambda: False)  # another test module's Ray may be up
+    monkeypatch.setattr(png_render, "_alone", lambda: True)  # another test module's Ray (its threads) may be up
     monkeypatch.setattr(png_render, "DEADLINE_S", 1.0)
     monkeypatch.setattr(png_render, "PER_FIGURE_S", 0.0)
     me = os.getpid()
@@ -81,21 +81,47 @@ def test_a_failing_or_hanging_helper_has_its_share_rendered_here(monkeypatch, tm
 def test_helpers_share_the_work(monkeypatch, tmp_path):
     monkeypatch.setenv(png_render.ENV, "2")
     monkeypatch.setattr(png_render, "_cores", lambda: 2)
-    monkeypatch.setattr(png_render, "_ray_connected", lambda: False)  # another test module's Ray may be up
+    monkeypatch.setattr(png_render, "_alone", lambda: True)  # another test module's Ray (its threads) may be up
     me = os.getpid()
     jobs = [(_Fake(f"f{k}", me), tmp_path / f"f{k}.png") for k in range(4)]
     png_render.save(jobs, 100)
     assert [p.read_text() for _, p in jobs] == ["f0 by parent", "f1 by helper", "f2 by parent", "f3 by helper"]
 
 
-def test_no_helpers_while_ray_is_connected_or_for_few_figures(monkeypatch):
+def test_no_helpers_beside_other_threads_or_for_few_figures(monkeypatch):
     monkeypatch.setattr(png_render, "_cores", lambda: 8)
     monkeypatch.delenv(png_render.ENV, raising=False)
+    monkeypatch.setattr(png_render, "_alone", lambda: True)
+    linux = sys.platform.startswith("linux")
     assert png_render.processes(1) == 1  # one figure: no fork
-    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(is_initialized=lambda: True))
-    assert png_render.processes(40) == 1  # gRPC threads of a Ray connection: render in this process
-    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(is_initialized=lambda: False))
-    expected = png_render.MAX_PROCESSES if sys.platform.startswith("linux") else 1
-    assert png_render.processes(40) == expected
+    assert png_render.processes(40) == (png_render.MAX_PROCESSES if linux else 1)
     monkeypatch.setenv(png_render.ENV, "3")
-    assert png_render.processes(40) == (3 if sys.platform.startswith("linux") else 1)
+    assert png_render.processes(40) == (3 if linux else 1)
+    monkeypatch.setattr(png_render, "_alone", lambda: False)
+    assert png_render.processes(40) == 1  # another Python thread (a Ray connection's, a writer's): in process
+
+
+def test_other_python_threads_are_seen():
+    import threading
+
+    assert png_render._alone() == (threading.active_count() == 1)
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait)
+    helper.start()
+    try:
+        assert not png_render._alone()
+    finally:
+        stop.set()
+        helper.join()
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1", ""])
+def test_a_bad_figure_processes_value_is_refused_before_anything_starts(monkeypatch, tmp_path, capsys, value):
+    from orchestrator import cli
+
+    monkeypatch.setenv(png_render.ENV, value)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["report", "nothing-here"]) == 2
+    err = capsys.readouterr().err
+    assert png_render.ENV in err and repr(value) in err and "positive integer" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written

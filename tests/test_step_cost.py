@@ -128,6 +128,32 @@ def test_weight_penalty_scales_with_the_incoming_gradient_and_skips_frozen_weigh
 
 
 # ---------------------------------------------------------------- EWC
+@pytest.mark.parametrize("kind", ["l2", "wasserstein", "ewc"])
+def test_a_second_backward_through_a_retained_graph_adds_the_same_penalty_gradient(kind, digits):
+    if kind == "ewc":
+        entry = METHODS.get("ewc")
+        seed_everything(0)
+        ctx = MethodContext(digits.input_shape, digits.classes_per_task, "task_incremental", CPU, 0)
+        m = entry.target(entry.params(ewc_lambda=50.0, training={"epochs": 1}), ctx)
+        m.learn_task(0, digits.split(0, CPU, "train", "task_incremental"))
+        pen, net = m.fisher_penalty, shaken(m.net, 0.05)
+    else:
+        net = shaken(net_of(torch.float32))
+        pen = L2Penalty(0.1) if kind == "l2" else WassersteinPenalty(0.1, net_of(torch.float32))
+    net.zero_grad(set_to_none=True)  # training left its last gradients
+    once = pen.loss(net)
+    once.backward()
+    single = [w.grad.clone() for w in net.parameters() if w.grad is not None]
+    net.zero_grad(set_to_none=True)
+    twice = pen.loss(net) * 3.0  # an incoming gradient other than 1
+    twice.backward(retain_graph=True)
+    twice.backward()
+    double = [w.grad for w in net.parameters() if w.grad is not None]
+    assert len(single) == len(double) > 0
+    for a, b in zip(single, double):
+        assert torch.allclose(b, 6.0 * a, rtol=1e-5, atol=1e-7)
+
+
 def ewc_old_loss(pen, net):
     """The previous FisherPenalty.loss, walking the named parameters."""
     total = sum((pen.importance[k] * (w - pen.anchor[k]).pow(2)).sum()
@@ -219,6 +245,11 @@ def rehearsal_run(name, setting, merged, backbone=None):
         "optimizer": {"name": "sgd", "lr": 0.05}, "buffer": {"size": 50, "batch_size": 8}}), ctx)
     assert m.merged  # an MLP computes every sample on its own
     m.merged = merged
+    m.backbone_calls = 0
+
+    def count(*_):
+        m.backbone_calls += 1
+    m.net.backbone.register_forward_hook(count)
     for k in range(3):
         g = torch.Generator().manual_seed(k)
         low = 2 * k if setting == "class_incremental" else 0
@@ -230,6 +261,11 @@ def rehearsal_run(name, setting, merged, backbone=None):
 @pytest.mark.parametrize("name", ["er", "der", "der_pp"])
 def test_replay_through_one_backbone_pass_trains_as_separate_passes(name, setting):
     one, separate = rehearsal_run(name, setting, True), rehearsal_run(name, setting, False)
+    # 3 tasks x 2 epochs x 7 batches, one backbone pass each; the buffer fills from the first step on, so every
+    # later step replays: separately that is 1 (ER, DER) or 2 (DER++) more passes a step
+    steps = 3 * 2 * 7
+    assert one.backbone_calls == steps
+    assert separate.backbone_calls == steps + (steps - 1) * (2 if name == "der_pp" else 1)
     for a, b in zip(one.net.parameters(), separate.net.parameters()):
         assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()
     assert torch.equal(one.buffer.y, separate.buffer.y) and torch.equal(one.buffer.x, separate.buffer.x)

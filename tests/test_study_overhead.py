@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pickle
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -24,9 +23,19 @@ class SlowTracker:
         self.threads: set[str] = set()
         self.fail_on = fail_on
         self.study_run = "study-run-id"
+        self.gate = threading.Event()  # log_trial waits for it: a write that takes as long as the test likes
+        self.gate.set()
+
+    def __getstate__(self):  # the writer pickles its tracker (Tune pickles the callbacks); an Event does not pickle
+        return {k: v for k, v in self.__dict__.items() if k != "gate"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.gate = threading.Event()
+        self.gate.set()
 
     def log_trial(self, record, config=None):
-        time.sleep(0.05)
+        self.gate.wait()
         if record == self.fail_on:
             raise RuntimeError(f"MLflow refused {record}")
         self.threads.add(threading.current_thread().name)
@@ -38,11 +47,12 @@ class SlowTracker:
 
 def test_trial_runs_are_queued_and_every_other_use_waits_for_them():
     tracker = SlowTracker()
+    tracker.gate.clear()  # MLflow "busy": no write can finish
     writer = TrialRunWriter(tracker)
-    start = time.perf_counter()
     for k in range(5):
-        writer.log_trial(f"trial-{k}")
-    assert time.perf_counter() - start < 0.2  # the Tune loop is not held up: 5 x 50 ms run on the thread
+        writer.log_trial(f"trial-{k}")  # returns although nothing could be written: the Tune loop goes on
+    assert tracker.logged == []
+    tracker.gate.set()
     assert writer.finish() == [f"trial-{k}" for k in range(5)]  # finish saw every queued trial, in order
     assert tracker.threads == {"clorch-mlflow-trials"}
     assert writer.study_run == "study-run-id"
@@ -91,6 +101,26 @@ def test_checkpoint_every_s_saves_only_when_enough_work_passed_and_changes_no_re
     run_trial(_spec(order), digits, report=tiny.append, checkpoints=True, checkpoint_every_s=1e-9)
     assert ["checkpoint" in r for r in tiny] == [True, True, True, True, False]
     assert "record" in tiny[-1]
+
+
+def test_a_retry_without_a_checkpoint_replaces_the_rows_of_the_attempt_that_died(digits, tmp_path):
+    """With checkpoint_every_s > 0 a worker can die after reporting tasks but before any checkpoint: Tune then
+    runs the trial again from task 0, and its record must hold each task once, as the retry learned it."""
+    from orchestrator.run.recorder import StudyRecorder
+
+    order = (3, 0, 4, 1, 2)
+    dead, retry = [], []
+    run_trial(_spec(order), digits, report=dead.append, checkpoints=True, checkpoint_every_s=1e9)
+    run_trial(_spec(order), digits, report=retry.append, checkpoints=True, checkpoint_every_s=1e9)
+    assert retry[0]["rows_before"] == []  # from scratch: no rows before, said explicitly
+    recorder = StudyRecorder(tmp_path, SlowTracker(), num_tasks=5, kind="classification", previous={})
+    spec = _spec(order).to_dict()
+    for result in dead[:3] + retry[:2]:  # three tasks reported, the worker died; the retry died after two
+        recorder.on_result(spec, result)
+    assert [r["position"] for r in recorder.rows["t0"]] == [0, 1]
+    recorder.on_end(spec, "the actor died")
+    rec = recorder.records["t0"]
+    assert rec.status == "failed" and rec.tasks_done == 2
 
 
 def test_the_study_default_checkpoints_every_ten_seconds_and_refuses_a_negative_value():

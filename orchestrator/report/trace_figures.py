@@ -29,7 +29,7 @@ themselves label (methods/protocol.py describes both hooks).
 Each config's trace figures come first, then its series figures, so what a
 config counted per task sits beside what it traced per step.
 
-Drawn without pyplot (as orchestrator.report.figures). ``write`` is the
+Drawn without pyplot (as orchestrator.report.figures). ``draw`` is the
 report's entry point: it draws nothing for records without either, and removes
 figures of an earlier report that no longer apply.
 """
@@ -45,8 +45,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from orchestrator.report.config_result import ConfigResult, config_colors
-from orchestrator.report.fmt import FIGURE_DPI
-from orchestrator.results import png_render
 from orchestrator.results.records import TrialRecord
 
 # the keys of a trace that place the steps, not series to draw
@@ -277,21 +275,10 @@ def _file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-def write(results: list[ConfigResult], fig_dir: Path) -> tuple[dict[str, Path], str]:
-    """Draw and save the trainability figure, the trace figures and the series figures into ``fig_dir``.
-
-    Returns (figure name -> path, the report's markdown section); both empty
-    when no record carries a trace or a series.
-    """
-    figures, text = draw(results, fig_dir)
-    written = {name: fig_dir / f"{name}.png" for name in figures}
-    png_render.save([(fig, written[name]) for name, fig in figures.items()], FIGURE_DPI)
-    return written, text
-
-
 def draw(results: list[ConfigResult], fig_dir: Path) -> tuple[dict[str, Figure], str]:
-    """write's figures (name -> Figure, not rendered: the caller saves them as ``fig_dir``/<name>.png, e.g. with
-    every other figure of the report at once) and its markdown section; removes stale figures of ours."""
+    """The trainability figure, the trace figures and the series figures (name -> Figure, not rendered: the caller
+    saves them as ``fig_dir``/<name>.png, with every other figure of the report at once), and the report's
+    markdown section; both empty when no record carries a trace or a series. Removes stale figures of ours."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     stale = [*fig_dir.glob("*_trajectories_*.png"), *fig_dir.glob("series_*.png"), fig_dir / "trainability.png"]
     written: dict[str, Path] = {}

@@ -11,14 +11,19 @@ and exit, while this process renders its own share. The PNGs are byte-identical 
 An earlier version started fresh interpreters and pickled the figures to them: their start cost more than
 it saved on 2 cores.
 
-Fork is only used where it is safe: Linux, and no Ray connection open in this process (its gRPC threads
-could hold locks a copy would wait on; an embedded Ray is shut down before the summary, so a study on
-this machine gets the helpers, one joined to a cluster renders in process). The helpers touch nothing
-but matplotlib and the files they write, and leave with ``os._exit`` (no atexit handlers, no inherited
-buffers flushed twice). A helper that fails, or is not done by its deadline, is stopped and its share is
-rendered here: a helper never loses a figure, at worst it costs the time it took.
+Fork is only used where it is safe: Linux, and this thread the only Python thread of the process. A fork
+copies only the thread that forks; what a copy could wait on forever is a lock another thread held at that
+moment. No other Python thread: none can be holding a Python-level lock, and with the GIL here none is inside
+Python; glibc's malloc and Python's import and logging locks are reset in the copy. The native threads that
+Ray and gRPC leave behind (they outlive ``ray.shutdown``, embedded or joined) are never called by a helper,
+which touches nothing but matplotlib and the files it writes, and leaves with ``os._exit`` (no atexit
+handlers, no inherited buffers flushed twice). A study's driver reaches its summary with one Python thread
+(the MLflow writer is closed, Ray shut down); a test process with Ray up, or a notebook, renders in process.
+A helper that fails, or is not done by its deadline, is stopped and its share is rendered here: a helper
+never loses a figure, at worst it costs the time it took.
 
-``CLORCH_FIGURE_PROCESSES=1`` renders everything in this process (``N``: at most N processes in all).
+``CLORCH_FIGURE_PROCESSES=1`` renders everything in this process (``N``: at most N processes in all); the
+commands refuse any other value before they start (``env_problem``).
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import io
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -45,16 +51,23 @@ def _cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _ray_connected() -> bool:
-    ray = sys.modules.get("ray")
-    return ray is not None and bool(getattr(ray, "is_initialized", lambda: False)())
+def _alone() -> bool:
+    """True when this is the process's only Python thread (see the module docstring)."""
+    return threading.active_count() == 1
+
+
+def env_problem() -> str | None:
+    """What is wrong with $CLORCH_FIGURE_PROCESSES (None: unset or a positive integer)."""
+    wanted = os.environ.get(ENV)
+    if wanted is None or (wanted.strip().isdigit() and int(wanted) > 0):
+        return None
+    return f"{ENV}={wanted!r} is not a positive integer: set it to 1 (render in this process) or N (at most N processes), or unset it"
 
 
 def processes(n_figures: int) -> int:
     """How many processes (this one included) render ``n_figures``: 1 unless forking is safe and pays."""
-    wanted = os.environ.get(ENV, "").strip()
-    limit = int(wanted) if wanted.isdigit() and int(wanted) > 0 else MAX_PROCESSES
-    if not sys.platform.startswith("linux") or not hasattr(os, "fork") or _ray_connected():
+    limit = int(os.environ[ENV]) if env_problem() is None and os.environ.get(ENV) else MAX_PROCESSES
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork") or not _alone():
         return 1
     return max(1, min(limit, _cores(), n_figures // MIN_PER_PROCESS))
 
@@ -100,7 +113,7 @@ def _render(jobs: Sequence[tuple[Any, Path]], dpi: float) -> None:
 
 
 def _fork(share: list[tuple[Any, Path]], dpi: float) -> int:
-    with warnings.catch_warnings():  # Python >= 3.12 warns on any fork of a threaded process; see the docstring
+    with warnings.catch_warnings():  # Python >= 3.12 warns of the native threads too; the docstring says why not here
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
     if pid == 0:  # the helper: render, then leave without running anything of the parent's

@@ -17,6 +17,7 @@ as failed; the study goes on.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -274,13 +275,13 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
                             description=_description(study, benchmark, orders),
                             trial_artifacts=study.tracking.trial_artifacts)
 
-    opening = None
-    if address is None:  # an embedded Ray's start is seconds of waiting: MLflow (import, tables, study run) opens meanwhile
+    if address is None:  # an embedded Ray's start is seconds of waiting: MLflow's import and tables load meanwhile
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(1, thread_name_prefix="clorch-mlflow-open") as pool:
-            opening = pool.submit(open_tracker)
-            owned_ray = connect(address, runtime_env=worker_environment(study, address))
+        with ThreadPoolExecutor(1, thread_name_prefix="clorch-mlflow-warm") as pool:
+            warming = pool.submit(_warm_mlflow, study.tracking.uri)
+            owned_ray = connect(address, runtime_env=worker_environment(study, address))  # Ray's error first
+            warming.result()  # then MLflow's: nothing retired, no study run made before both work
     else:
         owned_ray = connect(address, runtime_env=worker_environment(study, address))
     import ray
@@ -299,7 +300,7 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
         _previous_records(out, resume)
     storage = study.storage or str(out / "tune")
     lineage = checkpoint_store.Lineage(out, storage, resume)
-    tracker = TrialRunWriter(opening.result() if opening is not None else open_tracker())  # trial runs are written on a thread: a trial's end never holds Tune up
+    tracker = TrialRunWriter(open_tracker())  # trial runs are written on a thread: a trial's end never holds Tune up
     life.retire_trial_runs(tracker)  # --resume --allow-changes: the runs of earlier trials that no longer belong
     recorder = StudyRecorder(out, tracker, benchmark.num_tasks, benchmark.kind, previous, chance=_chance(study, benchmark))
     for c in configs:
@@ -312,28 +313,12 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
               + (f" ({filled} added to MLflow)" if filled else ""), flush=True)
     runs = TuneRuns(study, benchmark, recorder, storage, lineage)
     todo = [t for t in trials if t.trial_id not in recorder.previous]
-    with Interrupt() as runs.interrupt:
-        try:
-            if first_tasks and study.search.scheduler.kind == "asha":  # ASHA's max_t is k: full-order trials apart
-                runs.run_fixed("search", [t for t in todo if t.max_tasks is not None])
-                runs.run_fixed("fixed", [t for t in todo if t.max_tasks is None], schedule=False)
-            else:
-                runs.run_fixed("search", todo)
-            for index in searched:
-                runs.run_optuna(index, setting)
-            final = _full_reruns(study, recorder, setting) if first_tasks else _fresh_reruns(study, recorder, setting)
-            runs.run_fixed("final", [t for t in final if t.trial_id not in recorder.previous], schedule=False)
-        except StudyInterrupted as e:  # keep every finished task, no summary, every MLflow run KILLED
-            e.kept = recorder.interrupted(f"interrupted by {e.signame}")
-            tracker.interrupt()
-            raise
-        except Exception as e:  # Tune raises what a callback raised, possibly wrapped
-            cause = _unschedulable(e)
-            if cause is None:
-                raise
-            recorder.interrupted("not scheduled: " + str(cause).split(":")[0])  # keep finished tasks, as Ctrl-C
-            tracker.interrupt()
-            raise cause from None
+    try:
+        _run_trials(study, runs, recorder, tracker, todo, searched, setting, first_tasks)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the trial runs queued so far reach MLflow, whatever stopped the trials
+            tracker.close()
+        raise
     tracker.close()  # every trial run is in MLflow
     if owned_ray:  # this run started (or joined) Ray: let it go before the summary and report need the cores
         ray.shutdown()
@@ -530,3 +515,37 @@ def _description(study: Study, benchmark: datasets.Benchmark, orders: list) -> s
         "has all.",
     ])
 
+
+def _warm_mlflow(uri: str) -> None:
+    """Import MLflow and open its store (a new SQLite file gets its tables): seconds of work done while an
+    embedded Ray starts. It writes no run: the earlier tree is retired and the study run made once Ray is up."""
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+
+
+def _run_trials(study: Study, runs: "TuneRuns", recorder: StudyRecorder, tracker: Any, todo: list, searched: list,
+                setting: str, first_tasks: Any) -> None:
+    """Every Tune run of the study in order: the fixed trials (and ASHA's), each searched entry, the re-runs."""
+    with Interrupt() as runs.interrupt:
+        try:
+            if first_tasks and study.search.scheduler.kind == "asha":  # ASHA's max_t is k: full-order trials apart
+                runs.run_fixed("search", [t for t in todo if t.max_tasks is not None])
+                runs.run_fixed("fixed", [t for t in todo if t.max_tasks is None], schedule=False)
+            else:
+                runs.run_fixed("search", todo)
+            for index in searched:
+                runs.run_optuna(index, setting)
+            final = _full_reruns(study, recorder, setting) if first_tasks else _fresh_reruns(study, recorder, setting)
+            runs.run_fixed("final", [t for t in final if t.trial_id not in recorder.previous], schedule=False)
+        except StudyInterrupted as e:  # keep every finished task, no summary, every MLflow run KILLED
+            e.kept = recorder.interrupted(f"interrupted by {e.signame}")
+            tracker.interrupt()
+            raise
+        except Exception as e:  # Tune raises what a callback raised, possibly wrapped
+            cause = _unschedulable(e)
+            if cause is None:
+                raise
+            recorder.interrupted("not scheduled: " + str(cause).split(":")[0])  # keep finished tasks, as Ctrl-C
+            tracker.interrupt()
+            raise cause from None

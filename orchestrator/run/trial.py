@@ -124,8 +124,8 @@ def run_trial(spec: TrialSpec, benchmark: Benchmark, report: Report | None = Non
         rows.append(row)
         if report is not None:
             out = dict(row)
-            if position == start and start > 0:
-                out["rows_before"] = rows[:-1]  # a resumed trial: the driver may not have seen them
+            if position == start:  # each attempt's first row: the rows it starts from (none from scratch), so a
+                out["rows_before"] = rows[:-1]  # retry without a checkpoint replaces the rows a dead attempt sent
             if checkpoints and (checkpoint_every_s <= 0 or (position < last - 1 and
                                                             time.perf_counter() - saved >= checkpoint_every_s)):
                 saved = time.perf_counter()
