@@ -125,3 +125,63 @@ def test_a_bad_figure_processes_value_is_refused_before_anything_starts(monkeypa
     err = capsys.readouterr().err
     assert png_render.ENV in err and repr(value) in err and "positive integer" in err
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+# ---------------------------------------------------------------- a trial's heatmap on a kept figure
+def _fresh_matrix_png(rec, title):
+    """matrix_png as it was before the figure was kept (a new figure per call): the reference."""
+    import math
+
+    import numpy as np
+
+    from orchestrator.results.run_artifacts import _figure, _png
+
+    A = rec.matrix()
+    T = A.shape[0]
+    side = min(0.42 * T, 5.0)
+    left, bottom, top, right = 1.3, 0.65, 0.55, 1.05
+    W, H = left + side + right, bottom + side + top
+    fig = _figure(W, H, layout=None)
+    ax = fig.add_axes((left / W, bottom / H, side / W, side / H))
+    cax = fig.add_axes(((left + side + 0.15) / W, bottom / H, 0.15 / W, side / H))
+    image = ax.imshow(np.ma.masked_invalid(A), vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    if T <= 12:
+        for i in range(T):
+            for j in range(T):
+                if A[i, j] == A[i, j]:
+                    ax.text(j, i, f"{A[i, j]:.0f}", ha="center", va="center", fontsize=8 if T <= 8 else 6,
+                            color="white" if A[i, j] < 60 else "black")
+    ticks = np.arange(T)
+    step = max(1, math.ceil(T / 20))
+    ax.set_xticks(ticks[::step], [str(j) for j in ticks[::step]])
+    ax.set_yticks(ticks[::step], [f"{i + 1}: task {t}" for i, t in list(enumerate(rec.order))[:T:step]])
+    ax.set_xlabel("evaluated on task")
+    ax.set_ylabel("after learning (position: task)")
+    done = (rec.stats() or {}).get("acc", float("nan"))
+    ax.set_title(f"{title}\n{rec.status}" + (f", ACC {done:.1f}" if done == done else ""), fontsize=9)
+    fig.colorbar(image, cax=cax, label="test accuracy (%)")
+    return _png(fig)
+
+
+def _record(T, seed, learned=None):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    A = rng.uniform(20, 100, (T, T))
+    learned = T if learned is None else learned
+    A[learned:] = np.nan  # a stopped trial: rows it never learned
+    A[np.triu_indices(T, 1)] = np.nan if seed % 2 else A[np.triu_indices(T, 1)]  # unseen tasks not evaluated
+    order = tuple(int(t) for t in rng.permutation(T))
+    acc = float(np.nanmean(A[learned - 1])) if learned == T else None
+    return types.SimpleNamespace(matrix=lambda: A, order=order, status="completed" if learned == T else "stopped",
+                                 stats=lambda: {"acc": acc} if acc is not None else {})
+
+
+def test_the_kept_heatmap_figure_draws_the_bytes_of_a_new_one():
+    from orchestrator.results.run_artifacts import matrix_png
+
+    cases = [(5, 0, None), (5, 1, 3), (5, 2, None), (10, 3, None), (5, 4, 1), (14, 5, 9), (25, 6, None), (10, 7, 10)]
+    for T, seed, learned in cases:  # the same T again and again (the kept figure reused), others between
+        rec = _record(T, seed, learned)
+        assert matrix_png(rec, f"cfg #{seed} o{seed} s0") == _fresh_matrix_png(rec, f"cfg #{seed} o{seed} s0"), \
+            (T, seed, learned)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 import warnings
 from typing import Sequence
 
@@ -59,32 +60,56 @@ def matrix_csv(rec: TrialRecord) -> str:
 
 def matrix_png(rec: TrialRecord, title: str) -> bytes:
     """Heatmap of one trial's test accuracy matrix: row i after learning the i-th task of its order, column j task
-    identity j (the order is the row labels); values written in the cells up to 12 tasks."""
+    identity j (the order is the row labels); values written in the cells up to 12 tasks.
+
+    Drawn on a figure kept per number of tasks (``_MatrixFigure``), its data, texts and labels replaced: the
+    driver draws one per trial, and building the axes, the colour bar and the cells' texts was a third of
+    the cost (the PNG is byte-identical to a figure built afresh: tests/test_png_render.py)."""
     A = rec.matrix()
-    T = A.shape[0]
-    side = min(0.42 * T, 5.0)  # the matrix, inches; margins for the labels and the colour bar around it
-    left, bottom, top, right = 1.3, 0.65, 0.55, 1.05
-    W, H = left + side + right, bottom + side + top
-    fig = _figure(W, H, layout=None)  # fixed axes: a layout engine would double the drawing time
-    ax = fig.add_axes((left / W, bottom / H, side / W, side / H))
-    cax = fig.add_axes(((left + side + 0.15) / W, bottom / H, 0.15 / W, side / H))
-    image = ax.imshow(np.ma.masked_invalid(A), vmin=0, vmax=100, cmap="viridis", aspect="auto")
-    if T <= 12:
-        for i in range(T):
-            for j in range(T):
-                if A[i, j] == A[i, j]:
-                    ax.text(j, i, f"{A[i, j]:.0f}", ha="center", va="center", fontsize=8 if T <= 8 else 6,
-                            color="white" if A[i, j] < 60 else "black")
-    ticks = np.arange(T)
-    step = max(1, math.ceil(T / 20))
-    ax.set_xticks(ticks[::step], [str(j) for j in ticks[::step]])
-    ax.set_yticks(ticks[::step], [f"{i + 1}: task {t}" for i, t in list(enumerate(rec.order))[:T:step]])
-    ax.set_xlabel("evaluated on task")
-    ax.set_ylabel("after learning (position: task)")
-    done = (rec.stats() or {}).get("acc", float("nan"))
-    ax.set_title(f"{title}\n{rec.status}" + (f", ACC {done:.1f}" if done == done else ""), fontsize=9)
-    fig.colorbar(image, cax=cax, label="test accuracy (%)")
-    return _png(fig)
+    with _MATRIX_LOCK:  # the figures are shared: one trial at a time (the writer thread, a --resume backfill)
+        figure = _MATRIX_FIGURES.get(A.shape[0])
+        if figure is None:
+            figure = _MATRIX_FIGURES[A.shape[0]] = _MatrixFigure(A.shape[0])
+        return figure.png(rec, A, title)
+
+
+class _MatrixFigure:
+    """matrix_png's figure for T tasks: fixed axes (a layout engine would double the drawing time)."""
+
+    def __init__(self, T: int):
+        side = min(0.42 * T, 5.0)  # the matrix, inches; margins for the labels and the colour bar around it
+        left, bottom, top, right = 1.3, 0.65, 0.55, 1.05
+        W, H = left + side + right, bottom + side + top
+        self.fig = fig = _figure(W, H, layout=None)
+        self.ax = ax = fig.add_axes((left / W, bottom / H, side / W, side / H))
+        cax = fig.add_axes(((left + side + 0.15) / W, bottom / H, 0.15 / W, side / H))
+        self.image = ax.imshow(np.ma.masked_invalid(np.full((T, T), np.nan)), vmin=0, vmax=100, cmap="viridis",
+                               aspect="auto")
+        self.texts = [[ax.text(j, i, "", ha="center", va="center", fontsize=8 if T <= 8 else 6) for j in range(T)]
+                      for i in range(T)] if T <= 12 else []
+        self.ticks = np.arange(T)
+        self.step = max(1, math.ceil(T / 20))
+        ax.set_xticks(self.ticks[::self.step], [str(j) for j in self.ticks[::self.step]])
+        ax.set_xlabel("evaluated on task")
+        ax.set_ylabel("after learning (position: task)")
+        fig.colorbar(self.image, cax=cax, label="test accuracy (%)")
+
+    def png(self, rec: TrialRecord, A: np.ndarray, title: str) -> bytes:
+        T, step = A.shape[0], self.step
+        self.image.set_data(np.ma.masked_invalid(A))
+        for i, row in enumerate(self.texts):
+            for j, text in enumerate(row):
+                v = A[i, j]
+                text.set_text(f"{v:.0f}" if v == v else "")
+                text.set_color("white" if v < 60 else "black")
+        self.ax.set_yticks(self.ticks[::step], [f"{i + 1}: task {t}" for i, t in list(enumerate(rec.order))[:T:step]])
+        done = (rec.stats() or {}).get("acc", float("nan"))
+        self.ax.set_title(f"{title}\n{rec.status}" + (f", ACC {done:.1f}" if done == done else ""), fontsize=9)
+        return _png(self.fig)
+
+
+_MATRIX_LOCK = threading.Lock()
+_MATRIX_FIGURES: dict[int, _MatrixFigure] = {}
 
 
 def _ordered(records: Sequence[TrialRecord]) -> list[TrialRecord]:
