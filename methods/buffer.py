@@ -120,8 +120,10 @@ class ReplayBuffer:
         pool_y = torch.cat([self.y[:keep], y.to(self.device)])
         pool_t = torch.cat([self.task[:keep], tasks.to(self.device)])
         pool_l = None if logits is None else torch.cat([self.logits[:keep], logits.detach().to(self.device)])
-        classes, counts = torch.unique(pool_y, return_counts=True)
-        quota = _shares(self.size, counts)  # per class, counts within one of each other
+        classes, counts = torch.unique(pool_y, return_counts=True)  # (on CUDA its one sync: a size only it knows)
+        # per class, counts within one of each other; the few-element water filling on the host (on CUDA each of
+        # its rounds would read the device), the quotas back without a wait
+        quota = _host_to(_shares(self.size, counts.cpu()), self.device)
         # rank of each candidate within its class in a random order: sort by (class, random key)
         key = _host_to(torch.rand(pool_y.shape[0], generator=self.generator), self.device)
         cls_index = torch.searchsorted(classes, pool_y)

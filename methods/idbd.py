@@ -160,7 +160,11 @@ class IDBD(torch.optim.Optimizer):
         return top
 
     def _recall_alpha(self, index: int, betas: list[torch.Tensor]) -> list[torch.Tensor]:
-        """exp(betas): the previous step's, if these are the betas it left, else computed (same bits)."""
+        """exp(betas): the previous step's, if these are the betas it left, else computed (same bits).
+
+        "The betas it left": the same tensors at the same version counter, so an in-place change or a loaded
+        state is seen; a write through ``.data`` bypasses the counter and is not (change betas in place or
+        with load_state_dict)."""
         memo = self._alpha_memo.pop(index, None)
         if memo is not None:
             old, versions, alpha = memo

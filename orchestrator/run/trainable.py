@@ -59,9 +59,10 @@ def trainable(config: dict[str, Any], benchmark: datasets.Benchmark, plugins: li
             save_state(directory, state)
             tune.report(row, checkpoint=tune.Checkpoint.from_directory(directory))
 
+    every_s = unit.get("checkpoint_every_s", 0.0)  # the driver always sets it; 0 (every task) for a unit saved before
     try:
         run_trial(spec, benchmark, report=report, device=pick_device(config["gpu"]), resume=resume,
-                  checkpoints=benchmark.kind == "classification", checkpoint_every_s=unit.get("checkpoint_every_s", 0.0))
+                  checkpoints=benchmark.kind == "classification", checkpoint_every_s=every_s)
     except (MemoryError, torch.cuda.OutOfMemoryError):
         raise
     except Exception as e:  # noqa: BLE001 - deterministic: the same config fails the same way on a retry
