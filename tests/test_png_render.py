@@ -97,6 +97,8 @@ def test_no_helpers_beside_other_threads_or_for_few_figures(monkeypatch):
     assert png_render.processes(40) == (png_render.MAX_PROCESSES if linux else 1)
     monkeypatch.setenv(png_render.ENV, "3")
     assert png_render.processes(40) == (3 if linux else 1)
+    monkeypatch.setenv(png_render.ENV, " ")  # set but empty: as unset
+    assert png_render.env_problem() is None and png_render.processes(40) == (png_render.MAX_PROCESSES if linux else 1)
     monkeypatch.setattr(png_render, "_alone", lambda: False)
     assert png_render.processes(40) == 1  # another Python thread (a Ray connection's, a writer's): in process
 
@@ -115,7 +117,7 @@ def test_other_python_threads_are_seen():
         helper.join()
 
 
-@pytest.mark.parametrize("value", ["0", "two", "-1", ""])
+@pytest.mark.parametrize("value", ["0", "two", "-1", "2.5"])
 def test_a_bad_figure_processes_value_is_refused_before_anything_starts(monkeypatch, tmp_path, capsys, value):
     from orchestrator import cli
 

@@ -59,14 +59,15 @@ def _alone() -> bool:
 def env_problem() -> str | None:
     """What is wrong with $CLORCH_FIGURE_PROCESSES (None: unset or a positive integer)."""
     wanted = os.environ.get(ENV)
-    if wanted is None or (wanted.strip().isdigit() and int(wanted) > 0):
+    if wanted is None or not wanted.strip() or (wanted.strip().isdigit() and int(wanted) > 0):  # empty: unset
         return None
     return f"{ENV}={wanted!r} is not a positive integer: set it to 1 (render in this process) or N (at most N processes), or unset it"
 
 
 def processes(n_figures: int) -> int:
     """How many processes (this one included) render ``n_figures``: 1 unless forking is safe and pays."""
-    limit = int(os.environ[ENV]) if env_problem() is None and os.environ.get(ENV) else MAX_PROCESSES
+    wanted = os.environ.get(ENV, "").strip()
+    limit = int(wanted) if wanted and env_problem() is None else MAX_PROCESSES
     if not sys.platform.startswith("linux") or not hasattr(os, "fork") or not _alone():
         return 1
     return max(1, min(limit, _cores(), n_figures // MIN_PER_PROCESS))
