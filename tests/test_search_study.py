@@ -50,6 +50,32 @@ def test_optuna_runs_every_config_on_every_order_and_picks_by_the_objective(optu
     assert best["objective"] <= winner["val"]["acc_mean"]  # chosen on validation: the worst order is at most the mean
 
 
+def test_a_search_keeps_every_slot_busy(optuna_study):
+    """Ray Tune holds one trial pending at a time for a custom searcher unless it is capped; uncapped, a
+    search ran one trial after another. Capped at the slots (2 CPUs, 1 per trial), trials overlap."""
+    _, summary, client = optuna_study
+    searched = {e["config_id"] for e in summary["configs"] if e["label"] == "ft"}
+    spans = sorted((r.info.start_time, r.info.end_time) for r in trial_runs(client, "tpe")
+                   if r.data.tags.get("clorch.config_id") in searched)
+    assert len(spans) == 6
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:]))  # two ran at once
+
+
+def test_trial_slots_count_what_the_cluster_holds_now(monkeypatch):
+    import ray
+
+    from orchestrator.run.driver import trial_slots
+    from orchestrator.study.schema import Study
+
+    base = {"name": "s", "benchmark": {"name": "split_digits"}, "orders": {"kind": "random", "count": 2},
+            "methods": [{"name": "finetune"}]}
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
+    assert trial_slots(Study.model_validate({**base, "resources": {"cpu": 3, "gpu": 0}})) == 5
+    assert trial_slots(Study.model_validate({**base, "resources": {"cpu": 1, "gpu": 0.25}})) == 8
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1.0})
+    assert trial_slots(Study.model_validate({**base, "resources": {"cpu": 2, "gpu": 0}})) == 1  # never 0
+
+
 def test_the_winner_is_re_run_on_fresh_orders_and_both_estimates_are_in_the_summary(optuna_study):
     _, summary, _ = optuna_study
     fresh_orders = {tuple(o) for o in summary["final_orders"]}

@@ -110,7 +110,8 @@ class TuneRuns:
             self.trainable,
             param_space={**param_space, "cpu": study.resources.cpu, "gpu": study.resources.gpu},
             tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                                        max_concurrent_trials=study.search.max_concurrent,
+                                        max_concurrent_trials=study.search.max_concurrent if search_alg is None
+                                        else study.search.max_concurrent or trial_slots(study),
                                         time_budget_s=self.remaining_s(), reuse_actors=True,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(name=name, storage_path=self.storage, verbose=0,
@@ -514,6 +515,22 @@ def _description(study: Study, benchmark: datasets.Benchmark, orders: list) -> s
         "`matrix.csv` and `trial.json`. Params: only those that differ from the method's defaults; `params.json` "
         "has all.",
     ])
+
+
+def trial_slots(study: Study) -> int:
+    """How many of the study's trials the Ray cluster holds at once now (at least 1).
+
+    A search's trials are capped at this: without a cap Ray Tune keeps one trial pending at a time for a
+    custom searcher, and with actors reused that ran a search one trial after another on a 2-slot machine
+    (38 s against 67 s for studies/search_permuted_digits.yaml's trials, bench/study_overhead.py). With the
+    cap (Tune's own ConcurrencyLimiter, what ``search.max_concurrent`` sets) TPE has about slots / R configs
+    in flight at once. An autoscaling cluster counts what it has when the search starts."""
+    import ray
+
+    have = ray.cluster_resources()
+    fits = [have.get(kind, 0.0) / need for kind, need in (("CPU", study.resources.cpu), ("GPU", study.resources.gpu))
+            if need > 0]
+    return max(1, int(min(fits))) if fits else 1
 
 
 def _warm_mlflow(uri: str) -> None:
