@@ -105,13 +105,15 @@ class TuneRuns:
         # ASHA stops search trials; a re-run of one chosen config (or a fixed one) has nothing to choose among
         scheduler = asha(study, self.benchmark.num_tasks) if study.search.scheduler.kind == "asha" and schedule \
             else None
+        concurrent = study.search.max_concurrent
+        if search_alg is not None and concurrent is None:  # a searcher alone would keep one trial pending
+            concurrent = trial_slots(study)
         name = self.lineage.new_experiment(phase)
         tuner = tune.Tuner(
             self.trainable,
             param_space={**param_space, "cpu": study.resources.cpu, "gpu": study.resources.gpu},
             tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
-                                        max_concurrent_trials=study.search.max_concurrent if search_alg is None
-                                        else study.search.max_concurrent or trial_slots(study),
+                                        max_concurrent_trials=concurrent,
                                         time_budget_s=self.remaining_s(), reuse_actors=True,
                                         trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
             run_config=tune.RunConfig(name=name, storage_path=self.storage, verbose=0,
