@@ -1,11 +1,16 @@
-"""The deep IDBD optimiser's foreach step is the per-tensor rule, bit for bit.
+"""The deep IDBD optimiser's foreach step is the per-tensor rule, to float32 rounding.
 
 ``ReferenceIDBD`` below is a verbatim copy of the per-tensor ``step`` that
 methods/idbd.py had before it moved to torch._foreach_* ops (clorch 2026-12,
 issue 21). Every variant (per weight, per layer, scalar; plain and normalised;
 curvature grad_sq and none) runs several steps of real training next to it from
 the same weights and batches, and every tensor the two keep (weights, h, beta,
-v, the largest step-size) must be EQUAL, not close.
+v, the largest step-size) must agree to float32 rounding: within 1e-6 of the
+reference's norm (a step differs by ~1e-7, float32's epsilon being 6e-8). Not
+bit for bit: the foreach step fuses products into its sums (addcmul, addcdiv:
+one rounding where the rule has two) to make fewer passes over the weights.
+Where training is chaotic (the step bound's test: lr 1, inputs x30) rounding
+grows ~10x a step, so that test compares two steps.
 """
 from __future__ import annotations
 
@@ -97,17 +102,24 @@ def _train(opt_class, kw, batches, groups_of=None, frozen=()):
     return net, opt
 
 
-def _assert_same(a, b):
+def _relative(x: torch.Tensor, y: torch.Tensor) -> float:
+    """||x - y|| / ||y|| (0 when both are 0)."""
+    x, y = x.detach().double(), y.detach().double()
+    scale = float(y.norm())
+    return float((x - y).norm()) / scale if scale > 0 else float((x - y).norm())
+
+
+def _assert_same(a, b, tol: float = 1e-6):
     (net_a, opt_a), (net_b, opt_b) = a, b
     for pa, pb in zip(net_a.parameters(), net_b.parameters()):
-        assert torch.equal(pa, pb)
+        assert _relative(pa, pb) <= tol
         sa, sb = opt_a.state[pa], opt_b.state[pb]
         assert sa.keys() == sb.keys()
         for k in sa:
-            assert torch.equal(sa[k], sb[k]), k
-    assert torch.equal(opt_a._largest, opt_b._largest)
+            assert _relative(sa[k], sb[k]) <= tol, k
+    assert _relative(opt_a._largest, opt_b._largest) <= tol
     for x, y in zip(opt_a.step_sizes(), opt_b.step_sizes()):
-        assert torch.equal(x, y)
+        assert _relative(x, y) <= tol
 
 
 VARIANTS = list(itertools.product(("parameter", "layer", "scalar"), (False, True), ("grad_sq", "none")))
@@ -128,14 +140,25 @@ def test_normalized_step_bound_active_equals_the_per_tensor_rule(groups):
     """Large inputs and step-sizes: sum(alpha c) > 1, so the bound's log-load subtraction runs."""
     kw = dict(lr=1.0, meta_lr=0.1, groups=groups, normalized=True)
     batches = _batches(6, scale=30.0)
-    new, ref = _train(IDBD, kw, batches), _train(ReferenceIDBD, kw, batches)
-    _assert_same(new, ref)
+    new, ref = _train(IDBD, kw, batches[:2]), _train(ReferenceIDBD, kw, batches[:2])
+    _assert_same(new, ref, tol=1e-5)  # chaotic training: rounding grows ~10x a step (see the module docstring)
     # the bound binds at the first step (h = 0, alpha = 1, large g): sum(alpha g^2) over what a beta governs is 1
     net, opt = _train(IDBD, kw, batches[:1])
     loads = [(alpha * p.grad ** 2).sum() for p, alpha in zip(net.parameters(), opt.step_sizes())]
     if groups == "scalar":
         loads = [sum((opt.step_sizes()[0] * p.grad ** 2).sum() for p in net.parameters())]
     assert max(float(x) for x in loads) == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("groups", ("parameter", "layer", "scalar"))
+def test_trace_decay_clamped_at_zero_equals_the_per_tensor_rule(groups):
+    """Plain IDBD with alpha c > 1 somewhere: h's decay max(0, 1 - alpha c) is clamped at 0 there."""
+    kw = dict(lr=10.0, meta_lr=0.01, groups=groups)
+    batches = _batches(2, scale=30.0)
+    new, ref = _train(IDBD, kw, batches), _train(ReferenceIDBD, kw, batches)
+    _assert_same(new, ref, tol=1e-5)
+    net, opt = _train(IDBD, kw, batches[:1])  # the first step: alpha = lr, so alpha c = lr g^2
+    assert max(float(kw["lr"] * p.grad.square().max()) for p in net.parameters()) > 1.0
 
 
 @pytest.mark.parametrize("groups", ("parameter", "layer", "scalar"))
@@ -150,10 +173,12 @@ def test_param_groups_and_parameters_without_gradients_equal_the_per_tensor_rule
 
 
 def test_state_dict_round_trip_continues_identically():
+    """A loaded state continues bit for bit as the optimiser it was saved from (which reuses its last
+    exp(beta) where the loaded one computes it afresh)."""
     kw = dict(lr=0.05, meta_lr=0.05, normalized=True)
     batches = _batches(6)
     net, opt = _train(IDBD, kw, batches[:3])
-    net2, opt2 = _train(ReferenceIDBD, kw, batches[:3])
+    net2, opt2 = _train(IDBD, kw, batches[:3])
     fresh = IDBD(net.parameters(), **kw)
     fresh.load_state_dict(opt.state_dict())
     for x, y in batches[3:]:
