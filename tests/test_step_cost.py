@@ -45,11 +45,14 @@ def old_weight_penalty(pen, net, stable=True):
 
 
 def grads_and_hvp(loss_fn, ws, v):
-    """(value, gradient, Hessian-vector product with v) of loss_fn() w.r.t. ws."""
+    """(value, gradient, Hessian-vector product with v) of loss_fn() w.r.t. ws, the gradient twice: from a plain
+    backward (the path training takes: a PenaltyTerm's value_and_grad) and under create_graph (its ``gradient``,
+    which the Hessian-vector product differentiates)."""
+    plain = torch.autograd.grad(loss_fn(), ws)
     value = loss_fn()
     g = torch.autograd.grad(value, ws, create_graph=True)
     hv = torch.autograd.grad(sum((a * b).sum() for a, b in zip(g, v)), ws)
-    return value.detach(), [x.detach() for x in g], hv
+    return value.detach(), list(plain) + [x.detach() for x in g], hv
 
 
 def assert_same(fast, old, rtol):
