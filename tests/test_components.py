@@ -124,8 +124,9 @@ def test_the_optimizer_builds_its_torch_optimiser():
 
 
 @pytest.mark.parametrize("weight_decay", (0.0, 0.01))
-def test_adam_steps_all_tensors_at_once_with_the_same_bits_as_torchs_per_tensor_step(weight_decay):
-    """clorch's Adam is torch's multi-tensor step (fewer calls on the CPU), equal to the per-tensor one."""
+@pytest.mark.parametrize("name", ("adam", "rmsprop"))
+def test_adam_and_rmsprop_step_all_tensors_at_once_with_the_same_bits_as_torchs_per_tensor_step(name, weight_decay):
+    """clorch's Adam and RMSprop are torch's multi-tensor step (fewer calls on the CPU), equal to the per-tensor one."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -133,8 +134,12 @@ def test_adam_steps_all_tensors_at_once_with_the_same_bits_as_torchs_per_tensor_
     start = [torch.randn(s, generator=gen) for s in shapes]
     ours = [torch.nn.Parameter(t.clone()) for t in start]
     theirs = [torch.nn.Parameter(t.clone()) for t in start]
-    opt_ours = Adam(lr=0.01, weight_decay=weight_decay).build(ours)
-    opt_theirs = torch.optim.Adam(theirs, lr=0.01, weight_decay=weight_decay, foreach=False)
+    if name == "adam":
+        opt_ours = Adam(lr=0.01, weight_decay=weight_decay).build(ours)
+        opt_theirs = torch.optim.Adam(theirs, lr=0.01, weight_decay=weight_decay, foreach=False)
+    else:
+        opt_ours = Rmsprop(lr=0.01, momentum=0.5, weight_decay=weight_decay).build(ours)
+        opt_theirs = torch.optim.RMSprop(theirs, lr=0.01, momentum=0.5, weight_decay=weight_decay, foreach=False)
     assert opt_ours.defaults["foreach"] is True
     for _ in range(6):
         for a, b in zip(ours, theirs):
