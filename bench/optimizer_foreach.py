@@ -1,8 +1,8 @@
 """torch's per-tensor optimiser step against its multi-tensor (``foreach``) step, on the CPU, one thread.
 
 Why: on the CPU torch steps its optimisers tensor by tensor unless told ``foreach=True`` (its default on
-CUDA). clorch builds ``adam`` with ``foreach=True`` (methods/optimizers.py); this bench is the evidence,
-and the check that it pays only for Adam (SGD and RMSprop keep torch's default).
+CUDA). clorch builds ``adam`` and ``rmsprop`` with ``foreach=True`` (methods/optimizers.py); this bench is
+the evidence, and the check that SGD, which keeps torch's default, does not gain from it.
 
 Two parameter sets: the benchmark MLP's six tensors (784-256-256-10) and a dozen small ones shaped like
 HALRP's later-task parameters on that MLP (scales, rank-100 and rank-60 factors, biases, a head). Every

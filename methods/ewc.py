@@ -48,28 +48,28 @@ class FisherPenalty:
         return PenaltyTerm.apply(self, None, *params)
 
     def _aligned(self, net: TaskNetwork):
-        """(id(net), the parameters that have a Fisher, lambda A and m for each, in the same order):
+        """(id(net), the parameters that have a Fisher, sqrt(lambda A) and m for each, in the same order):
         built once per task (after_task and load_state_dict drop it), so a step walks no names."""
         if self._cache is None or self._cache[0] != id(net):
             pairs = [(k, w) for k, w in net.named_parameters() if k in self.importance]
-            scale = [self.p.ewc_lambda * self.importance[k] for k, _ in pairs]
-            self._cache = (id(net), [w for _, w in pairs], scale, [self.anchor[k] for k, _ in pairs])
+            root = [(self.p.ewc_lambda * self.importance[k]).sqrt() for k, _ in pairs]
+            self._cache = (id(net), [w for _, w in pairs], root, [self.anchor[k] for k, _ in pairs])
         return self._cache
 
     def value_and_grad(self, names, ws):
-        """lambda/2 sum A (theta - m)^2 and its gradient lambda A (theta - m), in three passes over the weights
-        with no graph: d = theta - m (first: exact where theta is near its anchor), g = (lambda A) d, and the
-        value 1/2 sum d.g from one dot product per tensor."""
-        _, _, scale, anchor = self._cache
-        d = torch._foreach_sub(ws, anchor)
-        g = torch._foreach_mul(d, scale)
-        value = torch.stack([torch.dot(a.reshape(-1), b.reshape(-1)) for a, b in zip(d, g)]).sum().mul_(0.5)
-        return value, g
+        """lambda/2 sum A (theta - m)^2 = 1/2 sum u^2 with u = sqrt(lambda A) (theta - m), and its gradient
+        lambda A (theta - m) = sqrt(lambda A) u: a few _foreach ops over all the tensors, no graph."""
+        _, _, root, anchor = self._cache
+        u = torch._foreach_sub(ws, anchor)  # theta - m first: exact where theta is near its anchor
+        torch._foreach_mul_(u, root)
+        value = torch.stack(torch._foreach_norm(u)).square().sum().mul_(0.5)
+        torch._foreach_mul_(u, root)
+        return value, u
 
     def gradient(self, names, ws):
         """The same gradient through differentiable ops (double backward)."""
-        _, _, scale, anchor = self._cache
-        return [a * (w - m) for w, a, m in zip(ws, scale, anchor)]
+        _, _, root, anchor = self._cache
+        return [r * (r * (w - m)) for w, r, m in zip(ws, root, anchor)]
 
     def after_task(self, net: TaskNetwork, task_id: int, data: DeviceSplit) -> dict[str, float]:
         n = data.x.shape[0]

@@ -85,12 +85,12 @@ class IDBD(torch.optim.Optimizer):
         The per-tensor rule (the module docstring) as few passes over the weights as torch's
         foreach ops allow, each call covering all tensors: products are fused into the sums
         they feed (addcmul, addcdiv: one rounding where the rule has two, so the result
-        agrees with the rule to float32 rounding, tests/test_idbd_foreach.py), and on the
-        CPU the step bound's work is skipped when no load exceeds 1 (it would subtract
-        log 1 = 0). What cannot be batched are the reductions (the sums of a shared
-        step-size's meta-gradient and of the step bound's load), one per tensor.
-        The normalised step makes 16 passes over the weights on the CPU when no load
-        exceeds 1, 20 when the bound runs (always, on CUDA); it made 27. The plain per-weight step makes 10 (was 14).
+        agrees with the rule to rounding, tests/test_idbd_foreach.py), and on the CPU the
+        step bound's work is skipped when no load exceeds 1 (it would subtract log 1 = 0).
+        What cannot be batched are the reductions (the sums of a shared step-size's
+        meta-gradient and of the step bound's load), one per tensor. The normalised step
+        makes 16 passes over the weights on the CPU when no load exceeds 1, 20 when the
+        bound runs (always, on CUDA); it made 27. The plain per-weight step makes 10 (was 14).
         """
         mode, meta_lr, tau = group["groups"], group["meta_lr"], group["tau"]
         grads = [p.grad for p in params]
@@ -101,7 +101,7 @@ class IDBD(torch.optim.Optimizer):
             states = [self._beta_state(group, p) for p in params]
             betas, vs = [st["beta"] for st in states], [st.get("v") for st in states]
         curv = torch._foreach_mul(grads, grads) if group["curvature"] == "grad_sq" else None
-        alpha, alpha_curv_done = None, False  # the normalised bound may leave exp(beta) and alpha c made
+        alpha = decay = None  # the normalised bound may leave exp(beta) and min(alpha c, 1) made
         # the meta-gradient z = -g h, kept as gh = g h = -z (negation is exact)
         gh = torch._foreach_mul(grads, hs)
         if mode != "parameter":  # a shared beta: the summed meta-gradient of its weights
@@ -135,29 +135,26 @@ class IDBD(torch.optim.Optimizer):
                     alpha = load_terms = None
                 else:  # every load <= 1: beta - log 1 = beta, so alpha and alpha c stand (the same bits),
                     # and each alpha c >= 0 of a sum <= 1 is itself <= 1: min(alpha c, 1) = alpha c
-                    curv = load_terms
-                    alpha_curv_done = True
+                    decay = load_terms
         else:
             torch._foreach_add_(betas, gh, alpha=-meta_lr)  # one pass: beta - theta (g h)
             del gh
         if alpha is None:
             alpha = torch._foreach_exp(betas)
         top = _largest(alpha)
-        if mode == "scalar":  # one shared step-size: alpha g as a tensor-scalar product (one fused kernel on CUDA)
+        if curv is not None:  # h <- h max(0, 1 - alpha c) - alpha g = h - h min(alpha c, 1) - alpha g: the decay
+            if decay is None:
+                decay = _alpha_curv(alpha, curv, mode, in_place=True)
+                torch._foreach_clamp_max_(decay, 1.0)
+            torch._foreach_addcmul_(hs, hs, decay, value=-1.0)  # (an infinite h gives NaN here, -inf the rule)
+        # then w and h both less alpha g
+        if mode == "scalar":  # one shared step-size: a tensor-scalar product (one fused kernel on CUDA)
             step = torch._foreach_mul(grads, alpha[0])
             torch._foreach_sub_(params, step)
-        else:
-            step = None
-            torch._foreach_addcmul_(params, alpha, grads, value=-1.0)  # w - alpha g
-        if curv is not None:  # h <- h max(0, 1 - alpha c) - alpha g = h - h min(alpha c, 1) - alpha g
-            if not alpha_curv_done:
-                curv = _alpha_curv(alpha, curv, mode, in_place=True)
-                torch._foreach_clamp_max_(curv, 1.0)
-            torch._foreach_addcmul_(hs, hs, curv, value=-1.0)  # (an infinite h gives NaN here, -inf the rule)
-        if step is None:
-            torch._foreach_addcmul_(hs, alpha, grads, value=-1.0)
-        else:
             torch._foreach_sub_(hs, step)
+        else:
+            torch._foreach_addcmul_(params, alpha, grads, value=-1.0)
+            torch._foreach_addcmul_(hs, alpha, grads, value=-1.0)
         if group["normalized"] and curv is not None:
             self._alpha_memo[index] = (betas, [b._version for b in betas], alpha)
         return top
@@ -194,7 +191,8 @@ class IDBD(torch.optim.Optimizer):
         return out
 
 
-def _alpha_curv(alpha: list[torch.Tensor], curv: list[torch.Tensor], mode: str, in_place: bool = False) -> list[torch.Tensor]:
+def _alpha_curv(alpha: list[torch.Tensor], curv: list[torch.Tensor], mode: str,
+                in_place: bool = False) -> list[torch.Tensor]:
     """alpha c per tensor (alpha: one tensor per weight tensor, or one shared step-size for ``scalar``);
     ``in_place``: written into ``curv``. alpha * c and c * alpha are the same bits (IEEE products commute)."""
     factor = alpha[0] if mode == "scalar" else alpha
