@@ -244,7 +244,6 @@ def run_study(study: Study, address: str | None = None, data_root: str | None = 
 
 def _run_study(study: Study, address: str | None, data_root: str | None, resume: bool,
                life: lifecycle.StudyRun) -> dict[str, Any]:
-    from orchestrator.results.tracking import StudyTracker, ui_address
     from orchestrator.results.tracking_writer import TrialRunWriter
 
     benchmark = build_benchmark(study, data_root)  # a missing dataset fails here, before anything is written
@@ -271,6 +270,10 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
     print(f"starting Ray ({'joining ' + address if address else 'embedded, on this machine'})...", flush=True)
 
     def open_tracker() -> StudyTracker:
+        # imported here, not above: on an embedded Ray, MLflow's import (a second or more) then runs on the
+        # warming thread while Ray starts, instead of before it
+        from orchestrator.results.tracking import StudyTracker
+
         life.retire_mlflow(study.tracking.uri, study.experiment)  # --overwrite: the earlier tree to MLflow's deleted stage
         return StudyTracker(study.tracking.uri, study.experiment, study.name, _study_params(study), configs,
                             resume=resume, defaults={m.name: method_defaults(m.name) for m in study.methods},
@@ -355,6 +358,8 @@ def _run_study(study: Study, address: str | None, data_root: str | None, resume:
     print(format_table(summary))
     print(f"results: {out}/summary.json   MLflow: {redact_uri(study.tracking.uri)} (experiment {study.experiment})",
           flush=True)
+    from orchestrator.results.tracking import ui_address
+
     print(f"MLflow UI: {ui_address(study.tracking.uri, tracker.ui_path())}", flush=True)
     return summary
 
@@ -536,8 +541,10 @@ def trial_slots(study: Study) -> int:
 
 
 def _warm_mlflow(uri: str) -> None:
-    """Import MLflow and open its store (a new SQLite file gets its tables): seconds of work done while an
-    embedded Ray starts. It writes no run: the earlier tree is retired and the study run made once Ray is up."""
+    """Import MLflow (with clorch's tracking module) and open its store (a new SQLite file gets its tables):
+    seconds of work done while an embedded Ray starts. It writes no run: the earlier tree is retired and the
+    study run made once Ray is up."""
+    import orchestrator.results.tracking  # noqa: F401 - imported here, off the main thread
     from mlflow import MlflowClient
 
     MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
