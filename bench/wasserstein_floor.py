@@ -6,7 +6,7 @@ shape bench/step_cost.py uses, one thread), in alternation, median of ``--repeat
 
 - step: a bare PyTorch SGD step of that MLP on a batch (forward, backward, update), what finetune pays;
 - penalty: the penalty's value and gradient as training computes them (``WassersteinPenalty.value_and_grad``);
-- sort: building the 64-bit keys the penalty sorts (value bits over index) and numpy's sort of them;
+- sort: the penalty's own ``argsort`` of each tensor (its 64-bit keys, value bits over index, built and sorted);
 - values: numpy's sort of the float32 values alone, no index: below any exact rank.
 
 ``1 + sort / step`` is the least a Wasserstein step can cost against finetune's with a full sort per
@@ -24,21 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from methods.penalties import WassersteinPenalty
+from methods.penalties import WassersteinPenalty, argsort
 
 
-def keys(flat: torch.Tensor) -> np.ndarray:
-    """The int64 keys methods.penalties.argsort sorts (order-preserving value bits, index in the low word)."""
-    bits = flat.numpy().view(np.int32)
-    sign = bits >> 31
-    key = np.empty((flat.numel(), 2), dtype=np.int32)
-    np.bitwise_xor(bits & 0x7FFFFFFF, sign, out=key[:, 1])
-    key[:, 1] -= sign
-    key[:, 0] = np.arange(flat.numel(), dtype=np.int32)
-    return key.view(np.int64).reshape(-1)
-
-
-def median_ms(fn, calls: int) -> float:
+def ms_per_call(fn, calls: int) -> float:
     start = time.thread_time()
     for _ in range(calls):
         fn()
@@ -69,14 +58,14 @@ def main() -> None:
     contestants = {
         "step": step,
         "penalty": lambda: penalty.value_and_grad(names, ws),
-        "sort": lambda: [np.sort(keys(f)) for f in flats],
+        "sort": lambda: [argsort(f) for f in flats],
         "values": lambda: [np.sort(f.numpy()) for f in flats],
     }
     times: dict[str, list[float]] = {k: [] for k in contestants}
     for _ in range(args.repeats):
         for label, fn in contestants.items():
             fn()
-            times[label].append(median_ms(fn, args.calls))
+            times[label].append(ms_per_call(fn, args.calls))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"MLP 784-256-256-10 ({sum(w.numel() for w in ws):,} weights in {len(ws)} tensors), batch {args.batch}, "
           f"one thread, CPU time, median of {args.repeats}")
